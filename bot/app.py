@@ -1,0 +1,67 @@
+"""The aiohttp application: routes of the enabled doors, health, and the runtime's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot.config import Config
+from bot.http import json_response
+from bot.runtime import Runtime
+from storage.migrate import upgrade
+
+log = logging.getLogger("qunbot.app")
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_runtime(config: Config) -> Runtime:
+    """A runtime with every door the configuration enables."""
+    runtime = Runtime(config)
+    if config.simulator.enabled:
+        from bot.channels.simulator import SimulatorChannel
+
+        runtime.add_channel(SimulatorChannel(runtime))
+    if config.wecom.enabled:
+        from bot.channels.wecom import WeComAppChannel
+
+        runtime.add_channel(WeComAppChannel(runtime))
+    return runtime
+
+
+def create_app(config: Config, runtime: Runtime | None = None) -> web.Application:
+    """The web application; starting it migrates (if configured) and starts the runtime."""
+    from bot.channels.simulator import bad_request_middleware
+
+    runtime = runtime or build_runtime(config)
+    app = web.Application(middlewares=[bad_request_middleware], client_max_size=1024 * 1024)
+    app[RUNTIME] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", index)
+    for channel in runtime.channels.values():
+        channel.add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if config.auto_migrate:
+            await upgrade(config.database.url)
+        await runtime.start()
+        yield
+        await runtime.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    if await runtime.db.ping():
+        return json_response({"status": "ok", "database": runtime.db.dialect})
+    return json_response({"status": "unavailable", "database": runtime.db.dialect}, status=503)
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    if "simulator" in runtime.channels:
+        raise web.HTTPFound("/simulator")
+    return json_response({"name": "qunbot", "channels": sorted(runtime.channels)})

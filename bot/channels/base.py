@@ -1,0 +1,75 @@
+"""What every channel adapter is: a door into the bot with declared capabilities."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+from bot.events import Event, Reply
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from bot.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a door can do; features consult these instead of knowing which door they serve."""
+
+    can_reply: bool = False
+    can_post_proactively: bool = False
+    sees_joins: bool = False
+    # Can the bot post its own message into the group when someone joins?
+    posts_welcome: bool = False
+    # Does the platform send a welcome itself from a template we keep in sync?
+    welcome_template: bool = False
+    mentions: bool = False
+    markdown: bool = False
+    images: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Channel:
+    """Base class: parse platform payloads into events at the edge, deliver replies back."""
+
+    name: str = "base"
+    capabilities = Capabilities()
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def spawn(self, coro: Coroutine[object, object, object], *, name: str) -> asyncio.Task[object]:
+        """Run background work owned by this channel; it is cancelled when the channel stops."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register this door's HTTP endpoints."""
+
+    async def start(self) -> None:
+        """Start background work (connections, syncs)."""
+
+    async def stop(self) -> None:
+        """Stop background work."""
+        await self.cancel_tasks()
+
+    async def enrich(self, event: Event) -> Event:
+        """Complete an event with platform data (names, join details) before dispatch."""
+        return event
+
+    async def deliver(self, event: Event, replies: list[Reply]) -> None:
+        """Send the replies produced for `event` back through this door."""
+        raise NotImplementedError

@@ -1,0 +1,290 @@
+"""Configuration: a TOML file (optional), overridden key by key from ``QUNBOT_*`` environment variables.
+
+Every key lives in a section; its environment name is ``QUNBOT_<SECTION>_<KEY>`` in upper case, e.g.
+``database.url`` → ``QUNBOT_DATABASE_URL``. Secrets are accepted from the environment only, so a config
+file that is committed or shared can never carry them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "QUNBOT_"
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    # Graceful shutdown budget for in-flight requests and background work.
+    shutdown_timeout_seconds: float = Field(10.0, gt=0)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite:///./data/qunbot.db"
+    # Apply migrations on `qunbot run`; on by default for the embedded SQLite only.
+    auto_migrate: bool | None = None
+    pool_size: int = Field(10, ge=1, le=200)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SimulatorConfig(_Section):
+    enabled: bool = True
+    demo_group: str = "g1"
+    demo_group_name: str = "演示群"
+
+
+class InboxConfig(_Section):
+    # A claimed event whose worker vanished is retried after this lease.
+    lease_seconds: float = Field(60.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    # Group commit: inbox inserts waiting this long are written in one transaction.
+    batch_max: int = Field(256, ge=1)
+    workers: int = Field(4, ge=1, le=64)
+
+
+class WelcomeConfig(_Section):
+    enabled: bool = True
+    # Placeholders: {names} {group_name} {member_count} {rules} {count}
+    template: str = ""
+    rules: str = ""
+    # For platforms that send the welcome themselves (WeCom customer groups); %NICKNAME% is the newcomer.
+    platform_template: str = ""
+    # Joins arriving within this window are merged into one welcome.
+    merge_window_seconds: float = Field(2.0, ge=0, le=60)
+
+
+class WeComConfig(_Section):
+    enabled: bool = False
+    corp_id: str = ""
+    agent_id: int | None = None
+    callback_path: str = "/wecom/callback"
+    api_base_url: str = "https://qyapi.weixin.qq.com"
+    # Reject callbacks whose timestamp is further than this from now (0 disables the check).
+    replay_window_seconds: int = Field(600, ge=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # A request body must arrive completely within this many seconds.
+    body_timeout_seconds: float = Field(5.0, gt=0)
+    # Keep the customer-group welcome template (group_welcome_template) in sync with the welcome text.
+    sync_welcome_template: bool = True
+    # Fetch groupchat/get on joins to record names, join scene and inviter.
+    enrich_members: bool = True
+    # Secrets: environment only (QUNBOT_WECOM_TOKEN, QUNBOT_WECOM_ENCODING_AES_KEY, QUNBOT_WECOM_CORP_SECRET).
+    token: str = Field("", repr=False)
+    encoding_aes_key: str = Field("", repr=False)
+    corp_secret: str = Field("", repr=False)
+
+    @field_validator("callback_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, value: str) -> str:
+        if value and len(value) != 43:
+            raise ValueError("must be the 43-character EncodingAESKey from the WeCom admin console")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if len(value) > 32:
+            raise ValueError("must be at most 32 characters")
+        return value
+
+
+class TemplatesConfig(_Section):
+    # A TOML file overriding any of the default texts in bot/templates/zh.toml.
+    file: str = ""
+
+    @field_validator("file")
+    @classmethod
+    def _exists(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"file {value!r} does not exist")
+        return value
+
+
+class Config(_Section):
+    timezone: str = "Asia/Shanghai"
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    log: LogConfig = LogConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    inbox: InboxConfig = InboxConfig()
+    welcome: WelcomeConfig = WelcomeConfig()
+    wecom: WeComConfig = WeComConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @property
+    def auto_migrate(self) -> bool:
+        if self.database.auto_migrate is not None:
+            return self.database.auto_migrate
+        return self.database.url.startswith("sqlite")
+
+
+SECRET_KEYS = {("wecom", "token"), ("wecom", "encoding_aes_key"), ("wecom", "corp_secret")}
+
+
+def env_name(section: str | None, key: str) -> str:
+    """The environment variable that overrides ``section.key``."""
+    return ENV_PREFIX + (f"{section}_{key}" if section else key).upper()
+
+
+def _keys() -> dict[str, tuple[str | None, str, Any]]:
+    """Map every environment name to (section, key, annotation)."""
+    out: dict[str, tuple[str | None, str, Any]] = {}
+    for name, field in Config.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            for key, sub in annotation.model_fields.items():
+                out[env_name(name, key)] = (name, key, sub.annotation)
+        else:
+            out[env_name(None, name)] = (None, name, annotation)
+    return out
+
+
+def _parse_env_value(raw: str, annotation: Any) -> Any:
+    text = str(annotation)
+    if annotation is bool or text == "bool | None":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        if lowered in ("", "none", "auto") and "None" in text:
+            return None
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if "None" in text and raw.strip().lower() in ("", "none"):
+        return None
+    return raw  # pydantic coerces numbers from strings
+
+
+def _describe(exc: ValidationError, origin: dict[str, str]) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    where = origin.get(key, "config")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"invalid configuration: {key} ({where}): {msg}"
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load the config file (if any), apply environment overrides, validate.
+
+    Raises ConfigError with one message that names the key at fault.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path is None and environ.get("QUNBOT_CONFIG"):
+        path = environ["QUNBOT_CONFIG"]
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"invalid configuration: config file {file} does not exist")
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid configuration: {file} is not valid TOML: {exc}") from exc
+        for section, value in data.items():
+            if isinstance(value, dict):
+                for key in value:
+                    origin[f"{section}.{key}"] = str(file)
+                    if (section, key) in SECRET_KEYS:
+                        raise ConfigError(
+                            f"invalid configuration: {section}.{key} ({file}): secrets are read from the "
+                            f"environment only; set {env_name(section, key)} instead"
+                        )
+            else:
+                origin[section] = str(file)
+
+    keys = _keys()
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "QUNBOT_CONFIG":
+            continue
+        if name not in keys:
+            raise ConfigError(f"invalid configuration: environment variable {name} names no config key")
+        section, key, annotation = keys[name]
+        dotted = f"{section}.{key}" if section else key
+        try:
+            value = _parse_env_value(raw, annotation)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration: {dotted} ({name}): {exc}") from exc
+        if section:
+            if not isinstance(data.get(section, {}), dict):
+                raise ConfigError(f"invalid configuration: {section} must be a table")
+            data.setdefault(section, {})[key] = value
+        else:
+            data[key] = value
+        origin[dotted] = name
+
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from exc
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    w = config.wecom
+    if w.enabled:
+        required = {"corp_id": w.corp_id, "token": w.token, "encoding_aes_key": w.encoding_aes_key}
+        for key, value in required.items():
+            if not value:
+                hint = f" (set {env_name('wecom', key)})" if ("wecom", key) in SECRET_KEYS else ""
+                raise ConfigError(f"invalid configuration: wecom.{key}: required when wecom.enabled{hint}")
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration with secrets masked, for `qunbot config check`."""
+    dump = config.model_dump()
+    for section, key in SECRET_KEYS:
+        if dump[section][key]:
+            dump[section][key] = "***"
+    return dump

@@ -1,0 +1,237 @@
+"""The dispatcher: ordered stages every event flows through, ending in the feature handlers.
+
+Stages: parse commands → record activity (groups, members, memberships, daily activity) → route to the
+handlers registered for the event's type. A handler that raises is logged with the event id; the other
+handlers still run and their replies are still delivered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from bot.events import (
+    Command,
+    Event,
+    GroupCreated,
+    GroupDismissed,
+    MemberJoined,
+    MemberLeft,
+    Reply,
+    TextMessage,
+)
+from storage import groups as group_store
+from storage.activity import record_activity
+
+if TYPE_CHECKING:
+    from bot.channels.base import Channel
+    from bot.runtime import Runtime
+
+log = logging.getLogger("qunbot.dispatch")
+
+HandlerResult = Reply | str | Iterable[Reply | str] | None
+Handler = Callable[[Any, "Context"], Awaitable[HandlerResult]]
+
+
+@dataclass
+class CommandSpec:
+    """A chat command: its Chinese name, aliases (e.g. /help), and a one-line description for 帮助."""
+
+    name: str
+    aliases: tuple[str, ...]
+    handler: Handler
+    description: str
+    usage: str = ""
+    feature: str = ""
+
+
+@dataclass
+class Context:
+    """What a handler may use: the runtime's services and facts about the event's door."""
+
+    runtime: Runtime
+    channel: Channel
+    event: Event
+    replies: list[Reply] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def db(self):  # noqa: ANN201 - storage.db.Database
+        return self.runtime.db
+
+    @property
+    def config(self):  # noqa: ANN201 - bot.config.Config
+        return self.runtime.config
+
+    @property
+    def templates(self):  # noqa: ANN201 - bot.templates.Templates
+        return self.runtime.templates
+
+    @property
+    def capabilities(self):  # noqa: ANN201 - bot.channels.base.Capabilities
+        return self.channel.capabilities
+
+    def local_day(self, at: datetime, tz: str | None = None) -> date:
+        return at.astimezone(ZoneInfo(tz or self.runtime.config.timezone)).date()
+
+
+class Registry:
+    """Where feature modules register their handlers, commands and start-up hooks."""
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[type[Event], str, Handler]] = []
+        self.commands: dict[str, CommandSpec] = {}
+        self.startup: list[Callable[[Runtime], Awaitable[None]]] = []
+        self._feature = ""
+
+    def feature(self, name: str) -> Registry:
+        self._feature = name
+        return self
+
+    def on(self, event_type: type[Event]) -> Callable[[Handler], Handler]:
+        """Decorator: call the handler for events of this type (and its subclasses)."""
+
+        def register(fn: Handler) -> Handler:
+            self.handlers.append((event_type, f"{self._feature}.{fn.__name__}", fn))
+            return fn
+
+        return register
+
+    def command(self, name: str, *aliases: str, description: str = "", usage: str = "") -> Callable[[Handler], Handler]:
+        """Decorator: call the handler when a message starts with the command's name or an alias."""
+
+        def register(fn: Handler) -> Handler:
+            spec = CommandSpec(name, aliases, fn, description, usage, self._feature)
+            for word in (name, *aliases):
+                key = normalize_command_word(word)
+                if key in self.commands:
+                    raise ValueError(f"command word {word!r} registered twice")
+                self.commands[key] = spec
+            return fn
+
+        return register
+
+    def on_startup(self, fn: Callable[[Runtime], Awaitable[None]]) -> Callable[[Runtime], Awaitable[None]]:
+        self.startup.append(fn)
+        return fn
+
+    def unique_commands(self) -> list[CommandSpec]:
+        seen: dict[str, CommandSpec] = {}
+        for spec in self.commands.values():
+            seen.setdefault(spec.name, spec)
+        return list(seen.values())
+
+
+def normalize_text(text: str) -> str:
+    """Full-width to half-width, collapse white space (NFKC keeps Chinese as is)."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def normalize_command_word(word: str) -> str:
+    return normalize_text(word).lower()
+
+
+def parse_command(text: str, commands: dict[str, CommandSpec]) -> tuple[CommandSpec, str] | None:
+    """Find a command at the start of a message, after any leading @-mentions."""
+    words = normalize_text(text).split(" ")
+    while words and words[0].startswith("@"):
+        words.pop(0)
+    if not words or not words[0]:
+        return None
+    spec = commands.get(words[0].lower())
+    if spec is None:
+        return None
+    return spec, " ".join(words[1:])
+
+
+class Dispatcher:
+    """Runs an event through the stages and returns the replies the handlers produced."""
+
+    def __init__(self, runtime: Runtime, registry: Registry) -> None:
+        self.runtime = runtime
+        self.registry = registry
+
+    async def dispatch(self, event: Event, channel: Channel) -> Context:
+        ctx = Context(self.runtime, channel, self._parse_command(event))
+        await self._record(ctx)
+        await self._route(ctx)
+        return ctx
+
+    def _parse_command(self, event: Event) -> Event:
+        if type(event) is not TextMessage:
+            return event
+        found = parse_command(event.text, self.registry.commands)
+        if found is None:
+            return event
+        spec, args = found
+        values = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.init}
+        command = Command(**values, name=spec.name, args=args)
+        command.id = event.id
+        return command
+
+    async def _record(self, ctx: Context) -> None:
+        """Keep groups, members, memberships and daily activity up to date (a failure here retries the event)."""
+        event = ctx.event
+        if event.group is None:
+            return
+        async with self.runtime.db.session() as session:
+            name = event.name if isinstance(event, GroupCreated) else event.group_name
+            group = await group_store.ensure_group(session, event.channel, event.group, name)
+            if isinstance(event, MemberJoined):
+                for person in event.members:
+                    member = await group_store.ensure_member(session, event.channel, person.user, person.name, person.kind)
+                    inviter_id = person.inviter or event.inviter
+                    inviter = (await group_store.ensure_member(session, event.channel, inviter_id)
+                               if inviter_id else None)
+                    await group_store.open_membership(session, group, member, joined_at=event.at,
+                                                      join_scene=person.scene or event.scene, inviter=inviter)
+            elif isinstance(event, MemberLeft):
+                for person in event.members:
+                    member = await group_store.ensure_member(session, event.channel, person.user, person.name)
+                    await group_store.close_membership(session, group, member, left_at=event.at,
+                                                       leave_scene=event.scene)
+            elif isinstance(event, GroupDismissed):
+                await group_store.dismiss_group(session, group, event.at)
+            elif isinstance(event, TextMessage) and event.sender.user:
+                member = await group_store.ensure_member(session, event.channel, event.sender.user,
+                                                         event.sender.name)
+                # Someone speaking is in the group even if we never saw them join.
+                await group_store.open_membership(session, group, member, joined_at=event.at, join_scene="seen")
+                await record_activity(session, group_id=group.id, member_id=member.id,  # type: ignore[arg-type]
+                                      day=ctx.local_day(event.at, group.timezone), at=event.at,
+                                      command=isinstance(event, Command))
+
+    async def _route(self, ctx: Context) -> None:
+        event = ctx.event
+        targets: list[tuple[str, Handler]] = [
+            (name, fn) for event_type, name, fn in self.registry.handlers if isinstance(event, event_type)
+        ]
+        if isinstance(event, Command):
+            spec = self.registry.commands[normalize_command_word(event.name)]
+            targets.append((f"{spec.feature}.{spec.name}", spec.handler))
+        for name, fn in targets:
+            try:
+                result = await fn(event, ctx)
+            except Exception as exc:
+                ctx.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                log.exception("handler failed", extra={"event_id": event.id, "event_key": event.key,
+                                                       "channel": event.channel, "group": event.group,
+                                                       "handler": name})
+                continue
+            ctx.replies.extend(_as_replies(result))
+
+
+def _as_replies(result: HandlerResult) -> list[Reply]:
+    if result is None:
+        return []
+    if isinstance(result, Reply):
+        return [result]
+    if isinstance(result, str):
+        return [Reply(result)]
+    return [r if isinstance(r, Reply) else Reply(r) for r in result]

@@ -1,0 +1,117 @@
+"""Common events and replies: what handlers see and return, whatever door a message came through."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Person:
+    """A member as the platform names them."""
+
+    user: str
+    name: str = ""
+    # Per-member join details where the platform gives them (e.g. WeCom groupchat/get).
+    scene: str | None = None
+    inviter: str | None = None
+    kind: str | None = None
+
+
+@dataclass
+class Event:
+    """Base of every event. `key` is the platform's message identity used for deduplication."""
+
+    channel: str
+    key: str
+    group: str | None
+    at: datetime
+    # The group's display name where the door knows it.
+    group_name: str | None = field(default=None, kw_only=True)
+    # Set once the inbox has accepted the event; used in logs.
+    id: int | None = field(default=None, kw_only=True)
+    type_name: ClassVar[str] = "event"
+
+
+@dataclass
+class TextMessage(Event):
+    sender: Person = field(default_factory=lambda: Person(""))
+    text: str = ""
+    # True when the bot was @-mentioned (the only way some doors deliver group messages).
+    mentioned: bool = False
+    type_name: ClassVar[str] = "text"
+
+
+@dataclass
+class Command(TextMessage):
+    """A text message that names a bot command (e.g. 签到, /help)."""
+
+    name: str = ""
+    args: str = ""
+    type_name: ClassVar[str] = "command"
+
+
+@dataclass
+class MemberJoined(Event):
+    members: list[Person] = field(default_factory=list)
+    inviter: str | None = None
+    # Platform-neutral: "invited", "link", "qrcode", or None when unknown.
+    scene: str | None = None
+    type_name: ClassVar[str] = "member_joined"
+
+
+@dataclass
+class MemberLeft(Event):
+    members: list[Person] = field(default_factory=list)
+    # "left", "removed", or None when unknown.
+    scene: str | None = None
+    type_name: ClassVar[str] = "member_left"
+
+
+@dataclass
+class GroupCreated(Event):
+    name: str = ""
+    type_name: ClassVar[str] = "group_created"
+
+
+@dataclass
+class GroupDismissed(Event):
+    type_name: ClassVar[str] = "group_dismissed"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name: cls for cls in (TextMessage, Command, MemberJoined, MemberLeft, GroupCreated, GroupDismissed)
+}
+
+
+def event_to_json(event: Event) -> str:
+    data = asdict(event)
+    data.pop("id", None)
+    data["at"] = event.at.astimezone(UTC).isoformat()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_from_json(type_name: str, payload: str, *, event_id: int | None = None) -> Event:
+    cls = EVENT_TYPES[type_name]
+    data: dict[str, Any] = json.loads(payload)
+    data["at"] = datetime.fromisoformat(data["at"])
+    names = {f.name for f in fields(cls)}
+    for key in ("sender",):
+        if key in data and isinstance(data[key], dict):
+            data[key] = Person(**data[key])
+    if "members" in data:
+        data["members"] = [Person(**m) for m in data["members"]]
+    event = cls(**{k: v for k, v in data.items() if k in names})
+    event.id = event_id
+    return event
+
+
+@dataclass
+class Reply:
+    """Something the bot says in answer (or on its own). Channels render it as well as they can."""
+
+    text: str
+    mentions: list[str] = field(default_factory=list)
+    markdown: bool = False

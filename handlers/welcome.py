@@ -1,0 +1,91 @@
+"""Welcome messages: greet newcomers, merging a burst of joins into one message.
+
+Where a door can post into the group (simulator, gateways), the bot posts the welcome itself. Where the
+platform sends welcomes from a template (WeCom customer groups), the bot keeps that template in sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import select
+
+from bot.dispatcher import Context, Registry
+from bot.events import MemberJoined, Reply
+from bot.runtime import Runtime
+from bot.templates import render_text
+from storage import groups as group_store
+from storage import welcome as store
+from storage.groups import Member
+
+log = logging.getLogger("qunbot.welcome")
+
+
+def setup(registry: Registry) -> None:
+    registry.on(MemberJoined)(welcome_new_members)
+    registry.on_startup(start_platform_template_sync)
+
+
+async def welcome_new_members(event: MemberJoined, ctx: Context) -> Reply | None:
+    """Queue the newcomers, wait out the merge window, then welcome everyone still unwelcomed at once."""
+    if not ctx.capabilities.posts_welcome or event.group is None or not event.members:
+        return None
+    cfg = ctx.config.welcome
+    async with ctx.db.session() as session:
+        group = await group_store.ensure_group(session, event.channel, event.group, event.group_name)
+        settings = await store.get_settings(session, group.id)  # type: ignore[arg-type]
+        enabled = cfg.enabled if settings is None or settings.enabled is None else settings.enabled
+        if not enabled:
+            return None
+        for person in event.members:
+            member = await group_store.ensure_member(session, event.channel, person.user, person.name)
+            await store.add_pending(session, group.id, member.id, person.name or person.user, event.at)  # type: ignore[arg-type]
+
+    # Joins from the same burst (in this process or another) land in the table meanwhile.
+    await asyncio.sleep(cfg.merge_window_seconds)
+
+    async with ctx.db.session() as session:
+        batch = await store.claim_pending(session, group.id)  # type: ignore[arg-type]
+        if not batch:
+            return None  # an earlier join's handler already welcomed these members
+        users = (await session.execute(
+            select(Member.id, Member.external_id).where(Member.id.in_([p.member_id for p in batch]))  # type: ignore[union-attr]
+        )).all()
+        count = await group_store.member_count(session, group)
+    by_id = dict(users)
+    text = render_welcome(ctx, group_name=group.name or group.external_id, names=[p.name for p in batch],
+                          member_count=count, template=settings.template if settings else None,
+                          rules=settings.rules if settings else None)
+    log.info("welcome posted", extra={"group": event.group, "members": len(batch), "event_id": event.id})
+    return Reply(text, mentions=[by_id[p.member_id] for p in batch if p.member_id in by_id])
+
+
+def render_welcome(ctx: Context, *, group_name: str, names: list[str], member_count: int,
+                   template: str | None = None, rules: str | None = None) -> str:
+    """The welcome text for these newcomers, from the group's template or the configured default."""
+    templates = ctx.templates
+    rules = rules if rules is not None else ctx.config.welcome.rules
+    rules_line = templates.render("welcome.rules_line", rules=rules) if rules else ""
+    separator = templates.raw("welcome.name_separator")
+    text = template or ctx.config.welcome.template or templates.raw("welcome.default")
+    return render_text(text, names=separator.join(f"@{n}" for n in names), count=len(names),
+                       group_name=group_name, member_count=member_count, rules=rules_line).strip()
+
+
+def platform_welcome_text(runtime: Runtime) -> str:
+    """The text for platforms that send welcomes themselves (%NICKNAME% is filled in by the platform)."""
+    cfg = runtime.config.welcome
+    rules_line = runtime.templates.render("welcome.rules_line", rules=cfg.rules) if cfg.rules else ""
+    text = cfg.platform_template or runtime.templates.raw("welcome.platform_default")
+    return render_text(text, rules=rules_line).strip()
+
+
+async def start_platform_template_sync(runtime: Runtime) -> None:
+    """Keep each template-based door's welcome in sync with ours, in the background."""
+    if not runtime.config.welcome.enabled:
+        return
+    for channel in runtime.channels.values():
+        sync = getattr(channel, "sync_welcome_template", None)
+        if channel.capabilities.welcome_template and sync is not None:
+            channel.spawn(sync(platform_welcome_text(runtime)), name=f"{channel.name}-welcome-sync")

@@ -1,0 +1,12 @@
+"""Storage: SQLModel tables, one module per domain, and the queries that go with them."""
+
+from sqlmodel import SQLModel
+
+# Named constraints make later migrations (ALTER, SQLite batch mode) deterministic.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}

@@ -1,0 +1,180 @@
+"""Groups, members and memberships (who is in which group since when, and how they came and went)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index, UniqueConstraint, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from storage.db import UTCDateTime, utcnow
+from storage.upsert import insert_for
+
+
+class Group(SQLModel, table=True):
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_groups_channel_external"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    external_id: str = Field(max_length=128)
+    name: str = Field(default="", max_length=255)
+    owner: str | None = Field(default=None, max_length=128)
+    # IANA zone for local days (check-ins, activity); None means the bot's default timezone.
+    timezone: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    dismissed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Member(SQLModel, table=True):
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_members_channel_external"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    external_id: str = Field(max_length=128)
+    name: str = Field(default="", max_length=255)
+    # "staff" (WeCom user) or "external" (WeChat customer); None where the platform does not say.
+    kind: str | None = Field(default=None, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Membership(SQLModel, table=True):
+    """One stay of a member in a group; a member who leaves and rejoins has two rows."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        # At most one open stay per member and group.
+        Index(
+            "uq_memberships_open",
+            "group_id",
+            "member_id",
+            unique=True,
+            sqlite_where=text("left_at IS NULL"),
+            postgresql_where=text("left_at IS NULL"),
+        ),
+        Index("ix_memberships_group_joined", "group_id", "joined_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    group_id: int = Field(foreign_key="groups.id", index=False)
+    member_id: int = Field(foreign_key="members.id", index=True)
+    joined_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    join_scene: str | None = Field(default=None, max_length=32)
+    inviter_id: int | None = Field(default=None, foreign_key="members.id")
+    left_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    leave_scene: str | None = Field(default=None, max_length=32)
+
+
+async def ensure_group(session: AsyncSession, channel: str, external_id: str, name: str | None = None) -> Group:
+    """The group row for a platform group id, created on first sight; a known name is kept up to date."""
+    values = {"channel": channel, "external_id": external_id, "name": name or "", "created_at": utcnow()}
+    stmt = insert_for(session, Group).values(**values)
+    if name:
+        stmt = stmt.on_conflict_do_update(index_elements=["channel", "external_id"], set_={"name": name})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    await session.execute(stmt)
+    row = await session.execute(select(Group).where(Group.channel == channel, Group.external_id == external_id))
+    return row.scalar_one()
+
+
+async def ensure_member(
+    session: AsyncSession, channel: str, external_id: str, name: str | None = None, kind: str | None = None
+) -> Member:
+    """The member row for a platform user id, created on first sight; a known name is kept up to date."""
+    now = utcnow()
+    values = {"channel": channel, "external_id": external_id, "name": name or "", "kind": kind,
+              "created_at": now, "updated_at": now}
+    stmt = insert_for(session, Member).values(**values)
+    updates = {k: v for k, v in (("name", name), ("kind", kind)) if v}
+    if updates:
+        updates["updated_at"] = now
+        stmt = stmt.on_conflict_do_update(index_elements=["channel", "external_id"], set_=updates)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["channel", "external_id"])
+    await session.execute(stmt)
+    row = await session.execute(
+        select(Member).where(Member.channel == channel, Member.external_id == external_id)
+    )
+    return row.scalar_one()
+
+
+async def open_membership(
+    session: AsyncSession,
+    group: Group,
+    member: Member,
+    *,
+    joined_at: datetime,
+    join_scene: str | None = None,
+    inviter: Member | None = None,
+) -> bool:
+    """Record that a member joined; False if they were already in the group (a repeated join)."""
+    stmt = (
+        insert_for(session, Membership)
+        .values(group_id=group.id, member_id=member.id, joined_at=joined_at, join_scene=join_scene,
+                inviter_id=inviter.id if inviter else None)
+        .on_conflict_do_nothing(index_elements=["group_id", "member_id"], index_where=text("left_at IS NULL"))
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def close_membership(
+    session: AsyncSession, group: Group, member: Member, *, left_at: datetime, leave_scene: str | None = None
+) -> bool:
+    """Record that a member left; False if no open stay was known."""
+    result = await session.execute(
+        update(Membership)
+        .where(Membership.group_id == group.id, Membership.member_id == member.id,
+               Membership.left_at.is_(None))  # type: ignore[union-attr]
+        .values(left_at=left_at, leave_scene=leave_scene)
+    )
+    return bool(result.rowcount)
+
+
+async def update_membership_details(
+    session: AsyncSession, group: Group, member: Member, *, join_scene: str | None, inviter: Member | None,
+    joined_at: datetime | None = None,
+) -> None:
+    """Fill in join details learned later (e.g. from groupchat/get) on the open stay."""
+    values: dict[str, object] = {}
+    if join_scene is not None:
+        values["join_scene"] = join_scene
+    if inviter is not None:
+        values["inviter_id"] = inviter.id
+    if joined_at is not None:
+        values["joined_at"] = joined_at
+    if values:
+        await session.execute(
+            update(Membership)
+            .where(Membership.group_id == group.id, Membership.member_id == member.id,
+                   Membership.left_at.is_(None))  # type: ignore[union-attr]
+            .values(**values)
+        )
+
+
+async def member_count(session: AsyncSession, group: Group) -> int:
+    """How many members the bot knows to be in the group now."""
+    result = await session.execute(
+        select(func.count()).select_from(Membership)
+        .where(Membership.group_id == group.id, Membership.left_at.is_(None))  # type: ignore[union-attr]
+    )
+    return int(result.scalar_one())
+
+
+async def find_group(session: AsyncSession, channel: str, external_id: str) -> Group | None:
+    result = await session.execute(select(Group).where(Group.channel == channel, Group.external_id == external_id))
+    return result.scalar_one_or_none()
+
+
+async def dismiss_group(session: AsyncSession, group: Group, at: datetime) -> None:
+    """Mark a group dismissed and close every open stay in it."""
+    await session.execute(update(Group).where(Group.id == group.id).values(dismissed_at=at))
+    await session.execute(
+        update(Membership)
+        .where(Membership.group_id == group.id, Membership.left_at.is_(None))  # type: ignore[union-attr]
+        .values(left_at=at, leave_scene="dismissed")
+    )
