@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from sqlalchemy import select
 
@@ -17,9 +18,12 @@ from bot.runtime import Runtime
 from bot.templates import render_text
 from storage import groups as group_store
 from storage import welcome as store
+from storage.db import utcnow
 from storage.groups import Member
 
 log = logging.getLogger("qunbot.welcome")
+# A burst that never pauses is still welcomed after this many merge windows.
+MAX_WAIT_WINDOWS = 10
 
 
 def setup(registry: Registry) -> None:
@@ -40,15 +44,12 @@ async def welcome_new_members(event: MemberJoined, ctx: Context) -> Reply | None
             return None
         for person in event.members:
             member = await group_store.ensure_member(session, event.channel, person.user, person.name)
-            await store.add_pending(session, group.id, member.id, person.name or person.user, event.at)  # type: ignore[arg-type]
+            await store.add_pending(session, group.id, member.id, person.name or person.user)  # type: ignore[arg-type]
 
-    # Joins from the same burst (in this process or another) land in the table meanwhile.
-    await asyncio.sleep(cfg.merge_window_seconds)
-
+    batch = await _wait_for_burst_to_end(ctx, group.id, cfg.merge_window_seconds)  # type: ignore[arg-type]
+    if not batch:
+        return None  # another join's handler (here or in another process) welcomed these members
     async with ctx.db.session() as session:
-        batch = await store.claim_pending(session, group.id)  # type: ignore[arg-type]
-        if not batch:
-            return None  # an earlier join's handler already welcomed these members
         users = (await session.execute(
             select(Member.id, Member.external_id).where(Member.id.in_([p.member_id for p in batch]))  # type: ignore[union-attr]
         )).all()
@@ -59,6 +60,20 @@ async def welcome_new_members(event: MemberJoined, ctx: Context) -> Reply | None
                           rules=settings.rules if settings else None)
     log.info("welcome posted", extra={"group": event.group, "members": len(batch), "event_id": event.id})
     return Reply(text, mentions=[by_id[p.member_id] for p in batch if p.member_id in by_id])
+
+
+async def _wait_for_burst_to_end(ctx: Context, group_id: int, window: float) -> list[store.PendingWelcome]:
+    """Wait until no join was queued for a whole window (bounded), then claim every unwelcomed join."""
+    deadline = time.monotonic() + max(MAX_WAIT_WINDOWS * window, window)
+    while True:
+        await asyncio.sleep(window)
+        async with ctx.db.session() as session:
+            latest = await store.latest_pending(session, group_id)
+            if latest is None:
+                return []
+            quiet = (utcnow() - latest).total_seconds() >= window * 0.95
+            if quiet or time.monotonic() >= deadline:
+                return await store.claim_pending(session, group_id)
 
 
 def render_welcome(ctx: Context, *, group_name: str, names: list[str], member_count: int,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import Index, Text, select, update
+from sqlalchemy import Index, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -35,7 +35,8 @@ class PendingWelcome(SQLModel, table=True):
     group_id: int = Field(foreign_key="groups.id")
     member_id: int = Field(foreign_key="members.id")
     name: str = Field(default="", max_length=255)
-    joined_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # When the join was queued here; a burst ends when no join was queued for a whole merge window.
+    queued_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     batch: str | None = Field(default=None, max_length=36)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
@@ -63,8 +64,20 @@ async def save_settings(session: AsyncSession, group_id: int, **fields: object) 
     await session.execute(stmt)
 
 
-async def add_pending(session: AsyncSession, group_id: int, member_id: int, name: str, joined_at: datetime) -> None:
-    session.add(PendingWelcome(group_id=group_id, member_id=member_id, name=name, joined_at=joined_at))
+async def add_pending(session: AsyncSession, group_id: int, member_id: int, name: str) -> None:
+    session.add(PendingWelcome(group_id=group_id, member_id=member_id, name=name, queued_at=utcnow()))
+
+
+async def latest_pending(session: AsyncSession, group_id: int) -> datetime | None:
+    """When the newest unwelcomed join of the group was queued; None if every join was welcomed."""
+    result = await session.execute(
+        select(func.max(PendingWelcome.queued_at))
+        .where(PendingWelcome.group_id == group_id, PendingWelcome.batch.is_(None))  # type: ignore[union-attr]
+    )
+    value = result.scalar_one_or_none()
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
 
 
 async def claim_pending(session: AsyncSession, group_id: int) -> list[PendingWelcome]:

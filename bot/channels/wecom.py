@@ -1,0 +1,249 @@
+"""The WeCom self-built app door: encrypted XML callbacks in, app messages and template syncs out.
+
+The endpoint acknowledges as soon as the event is durably in the inbox (well within WeCom's 5 s) and
+processes it in the background; WeCom's retries and copies reaching other processes find the inbox row
+and stop there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from bot.channels.base import Capabilities, Channel
+from bot.channels.wecom_crypto import CallbackCrypto, Rejected, parse_xml
+from bot.events import Event, GroupCreated, GroupDismissed, MemberJoined, MemberLeft, Person, Reply, TextMessage
+from bot.inbox import InboxUnavailable
+from storage import welcome as welcome_store
+from storage.kv import DbFailureRecorder, DbTokenStore, release_lease, try_lease
+
+log = logging.getLogger("qunbot.wecom")
+
+# Event JoinScene / QuitScene (change_external_chat) and groupchat/get join_scene, in our words.
+EVENT_JOIN_SCENES = {"0": "invited", "3": "qrcode"}
+QUIT_SCENES = {"0": "left", "1": "removed"}
+MEMBER_JOIN_SCENES = {1: "invited", 2: "link", 3: "qrcode"}
+MEMBER_KINDS = {1: "staff", 2: "external"}
+
+
+class WeComAppChannel(Channel):
+    """Self-built app callbacks: 1:1 messages to the app and customer-group (客户群) membership events."""
+
+    name = "wecom"
+    capabilities = Capabilities(
+        can_reply=True,  # 1:1 through message/send
+        can_post_proactively=False,  # customer groups only through add_msg_template, which the owner confirms
+        sees_joins=True,
+        posts_welcome=False,  # no API posts a per-join message into a customer group
+        welcome_template=True,  # group_welcome_template is kept in sync instead
+        mentions=False,
+        markdown=False,
+        images=False,
+    )
+
+    def __init__(self, runtime: Any) -> None:
+        super().__init__(runtime)
+        cfg = runtime.config.wecom
+        self.cfg = cfg
+        self.crypto = CallbackCrypto(cfg.token, cfg.encoding_aes_key, cfg.corp_id, cfg.replay_window_seconds)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get(self.cfg.callback_path, self.verify_url)
+        app.router.add_post(self.cfg.callback_path, self.callback)
+
+    async def start(self) -> None:
+        if self.cfg.corp_secret and self.runtime.http is not None:
+            from bot.channels.wecom_api import WeComClient
+
+            self.runtime.wecom = WeComClient(
+                self.runtime.http, base_url=self.cfg.api_base_url, corp_id=self.cfg.corp_id,
+                corp_secret=self.cfg.corp_secret, tokens=DbTokenStore(self.runtime.db, self.runtime.instance),
+                failures=DbFailureRecorder(self.runtime.db), agent_id=self.cfg.agent_id,
+            )
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def verify_url(self, request: web.Request) -> web.Response:
+        """URL verification: answer the decrypted echostr as the raw body."""
+        try:
+            q = _query(request, "msg_signature", "timestamp", "nonce", "echostr")
+            plain = self.crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
+        except Rejected as exc:
+            return _reject(request, exc)
+        log.info("callback url verified", extra={"path": request.path})
+        return web.Response(body=plain, content_type="text/plain")
+
+    async def callback(self, request: web.Request) -> web.Response:
+        try:
+            q = _query(request, "msg_signature", "timestamp", "nonce")
+            self.crypto.check_timestamp(q["timestamp"])
+            body = await read_body(request, self.cfg.max_body_bytes, self.cfg.body_timeout_seconds)
+            outer = parse_xml(body)
+            encrypted = outer.get("Encrypt")
+            if not isinstance(encrypted, str) or not encrypted:
+                raise Rejected(400, "no Encrypt element")
+            self.crypto.check_signature(q["msg_signature"], q["timestamp"], q["nonce"], encrypted)
+            message = parse_xml(self.crypto.decrypt(encrypted))
+            events = events_from_message(message)
+        except Rejected as exc:
+            return _reject(request, exc)
+        if not events:
+            log.info("callback ignored", extra={"msg_type": message.get("MsgType"), "event": message.get("Event"),
+                                                 "change_type": message.get("ChangeType")})
+            return web.Response(text="success")
+        for event in events:
+            try:
+                inbox_id = await self.runtime.inbox.accept(event)
+            except InboxUnavailable:
+                # Not stored: answer an error so WeCom retries rather than losing the event.
+                return web.Response(status=503, text="busy")
+            if inbox_id is None:
+                log.info("duplicate callback", extra={"event_key": event.key, "group": event.group})
+            else:
+                self.runtime.inbox.process_soon(inbox_id)
+        return web.Response(text="success")
+
+    # -- pipeline --------------------------------------------------------------------------------
+
+    async def enrich(self, event: Event) -> Event:
+        """Names, join scene, inviter and member type from groupchat/get (the event carries only ids)."""
+        client = self.runtime.wecom
+        if not isinstance(event, MemberJoined) or client is None or not self.cfg.enrich_members or not event.group:
+            return event
+        try:
+            chat = await client.groupchat_get(event.group)
+        except Exception as exc:  # recorded by the client; the join is still kept with what we know
+            log.warning("groupchat/get failed; join recorded without details",
+                        extra={"group": event.group, "event_id": event.id, "error": str(exc)})
+            return event
+        details = {m.get("userid"): m for m in chat.get("member_list", [])}
+        people = []
+        for person in event.members:
+            info = details.get(person.user, {})
+            people.append(Person(
+                person.user,
+                info.get("group_nickname") or info.get("name") or person.name,
+                scene=MEMBER_JOIN_SCENES.get(info.get("join_scene")) or person.scene,
+                inviter=(info.get("invitor") or {}).get("userid") or person.inviter,
+                kind=MEMBER_KINDS.get(info.get("type")),
+            ))
+        event.members = people
+        event.group_name = chat.get("name") or event.group_name
+        return event
+
+    async def deliver(self, event: Event, replies: list[Reply]) -> None:
+        client = self.runtime.wecom
+        if isinstance(event, TextMessage) and event.group is None:
+            if client is None:
+                raise RuntimeError("replies need wecom.corp_secret (QUNBOT_WECOM_CORP_SECRET) for message/send")
+            for reply in replies:
+                await client.send_text(event.sender.user, reply.text)
+            return
+        log.warning("reply dropped: this door cannot post into a customer group",
+                    extra={"event_id": event.id, "group": event.group, "replies": len(replies)})
+
+    async def sync_welcome_template(self, text: str, attempts: int = 5) -> None:
+        """Make the corp's group welcome template say `text`; one process does it, retried on failure."""
+        client = self.runtime.wecom
+        if client is None or not self.cfg.sync_welcome_template:
+            return
+        key = f"wecom:{self.cfg.corp_id}:welcome"
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        for attempt in range(1, attempts + 1):
+            if not await try_lease(self.runtime.db, key, self.runtime.instance, 60):
+                return  # another process is syncing
+            try:
+                async with self.runtime.db.session() as session:
+                    known = await welcome_store.get_platform_template(session, key)
+                if known and known.content_hash == digest:
+                    return
+                if known:
+                    await client.welcome_template_edit(known.template_id, text)
+                    template_id = known.template_id
+                else:
+                    template_id = await client.welcome_template_add(text)
+                async with self.runtime.db.session() as session:
+                    await welcome_store.save_platform_template(session, key, template_id, digest)
+                log.info("welcome template synced", extra={"template_id": template_id, "attempt": attempt})
+                return
+            except Exception as exc:
+                log.warning("welcome template sync failed", extra={"attempt": attempt, "error": str(exc)})
+            finally:
+                await release_lease(self.runtime.db, key, self.runtime.instance)
+            await asyncio.sleep(min(60.0, 2.0**attempt))
+
+
+def events_from_message(message: dict[str, object]) -> list[Event]:
+    """Common events from a decrypted app callback; [] for kinds the bot does not handle."""
+    get = lambda k: str(message.get(k) or "")  # noqa: E731
+    msg_type, created = get("MsgType"), get("CreateTime")
+    at = datetime.fromtimestamp(int(created), UTC) if created.isdigit() else datetime.now(UTC)
+    if msg_type == "text":
+        if not get("MsgId"):
+            raise Rejected(400, "text message without MsgId")
+        return [TextMessage("wecom", f"msg:{get('MsgId')}", None, at, sender=Person(get("FromUserName")),
+                            text=get("Content"), mentioned=True)]
+    if msg_type != "event" or get("Event") != "change_external_chat":
+        return []
+    chat_id, change, detail = get("ChatId"), get("ChangeType"), get("UpdateDetail")
+    if not chat_id:
+        raise Rejected(400, "change_external_chat without ChatId")
+    members = message.get("MemChangeList") or []
+    if isinstance(members, str):  # older payloads: one comma-joined string
+        members = [m for m in members.split(",") if m]
+    people = [Person(str(m).strip()) for m in members if str(m).strip()]
+    # Events have no id: FromUserName + CreateTime + the event's own fields identify a delivery.
+    key = ":".join(["evt", get("FromUserName"), created, chat_id, change, detail,
+                    get("CurMemVer") or hashlib.sha1(",".join(p.user for p in people).encode()).hexdigest()[:16]])  # noqa: S324
+    if change == "create":
+        return [GroupCreated("wecom", key, chat_id, at)]
+    if change == "dismiss":
+        return [GroupDismissed("wecom", key, chat_id, at)]
+    if change == "update" and detail == "add_member" and people:
+        return [MemberJoined("wecom", key, chat_id, at, members=people,
+                             scene=EVENT_JOIN_SCENES.get(get("JoinScene")))]
+    if change == "update" and detail == "del_member" and people:
+        return [MemberLeft("wecom", key, chat_id, at, members=people, scene=QUIT_SCENES.get(get("QuitScene")))]
+    return []
+
+
+async def read_body(request: web.Request, limit: int, timeout_seconds: float) -> bytes:
+    """The request body, refused if declared or found larger than `limit`, or not complete in time."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, f"body of {request.content_length} bytes exceeds {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            while chunk := await request.content.read(16384):
+                size += len(chunk)
+                if size > limit:
+                    raise Rejected(413, f"body exceeds {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Rejected(408, f"body not complete within {timeout_seconds:g} s") from None
+    return b"".join(chunks)
+
+
+def _query(request: web.Request, *names: str) -> dict[str, str]:
+    values = {}
+    for name in names:
+        value = request.query.get(name, "")
+        if not value or len(value) > 4096:
+            raise Rejected(400, f"missing or oversized query parameter {name}")
+        values[name] = value
+    return values
+
+
+def _reject(request: web.Request, exc: Rejected) -> web.Response:
+    log.warning("callback rejected", extra={"path": request.path, "status": exc.status, "reason": exc.reason,
+                                            "peer": request.remote})
+    response = web.Response(status=exc.status, text="rejected")
+    if exc.status in (408, 413):
+        response.force_close()  # the rest of the body is not worth reading
+    return response

@@ -1,0 +1,158 @@
+"""Shared fixtures: every storage-dependent test runs on SQLite and on PostgreSQL, through real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.app import create_app
+from bot.config import Config, load_config
+from bot.runtime import Runtime
+from storage.migrate import upgrade
+
+PG_ADMIN_URL = os.environ.get("QUNBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TABLES_IN_FK_ORDER = None
+
+
+async def _pg_available() -> str | None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_URL.replace("postgresql://", "postgres://"), timeout=3)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+def _run(coro_fn: Any) -> Any:
+    """Run a coroutine to completion on a private loop (session fixtures start inside a running loop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn())).result()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> str:
+    """A PostgreSQL database for this test session, migrated once (dropped at the end)."""
+    import asyncpg
+
+    problem = _run(_pg_available)
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_ADMIN_URL}: {problem}")
+        pytest.skip(f"PostgreSQL not reachable ({problem}); set QUNBOT_TEST_PG_URL")
+    name = f"qunbot_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    _run(create)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    _run(lambda: upgrade(url))
+    yield url
+    _run(drop)
+
+
+async def _truncate_pg(url: str) -> None:
+    import asyncpg
+
+    from storage.models import metadata
+
+    conn = await asyncpg.connect(url)
+    try:
+        tables = ", ".join(f'"{t}"' for t in metadata.tables)
+        await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated, empty database: a fresh SQLite file, or the session's PostgreSQL database truncated."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'qunbot.db'}"
+        await upgrade(url)
+        yield url
+    else:
+        url = request.getfixturevalue("pg_template")
+        await _truncate_pg(url)
+        yield url
+
+
+def make_config(db_url: str, **sections: dict[str, Any]) -> Config:
+    """A config for tests: the given database, fast welcome merging, no migrations on start."""
+    env = {"QUNBOT_DATABASE_URL": db_url, "QUNBOT_DATABASE_AUTO_MIGRATE": "false",
+           "QUNBOT_WELCOME_MERGE_WINDOW_SECONDS": "0.2"}
+    for section, values in sections.items():
+        for key, value in values.items():
+            env[f"QUNBOT_{section}_{key}".upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return load_config(None, environ=env)
+
+
+class BotServer:
+    """A running bot on a real loopback socket, with an HTTP client session."""
+
+    def __init__(self, server: TestServer, runtime: Runtime, http: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.runtime = runtime
+        self.http = http
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def post_json(self, path: str, data: Any) -> tuple[int, Any]:
+        async with self.http.post(self.url(path), json=data) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def get_json(self, path: str, **params: Any) -> tuple[int, Any]:
+        async with self.http.get(self.url(path), params=params) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+
+async def start_bot(config: Config) -> tuple[TestServer, Runtime]:
+    from bot.app import RUNTIME
+
+    app = create_app(config)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, app[RUNTIME]
+
+
+@pytest.fixture
+async def bot_factory() -> AsyncIterator[Any]:
+    """Start one or more bots (each like a separate process: own runtime, engine and workers)."""
+    started: list[tuple[TestServer, aiohttp.ClientSession]] = []
+
+    async def factory(config: Config) -> BotServer:
+        server, runtime = await start_bot(config)
+        http = aiohttp.ClientSession()
+        started.append((server, http))
+        return BotServer(server, runtime, http)
+
+    yield factory
+    for server, http in started:
+        await http.close()
+        await server.close()
+
+
+@pytest.fixture
+async def bot(db_url: str, bot_factory: Any) -> BotServer:
+    """The bot with its default doors (the simulator) on the test database."""
+    return await bot_factory(make_config(db_url))
