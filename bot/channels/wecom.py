@@ -17,7 +17,16 @@ from aiohttp import web
 
 from bot.channels.base import Capabilities, Channel
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected, parse_xml
-from bot.events import Event, GroupCreated, GroupDismissed, MemberJoined, MemberLeft, Person, Reply, TextMessage
+from bot.events import (
+    Event,
+    GroupCreated,
+    GroupDismissed,
+    MemberJoined,
+    MemberLeft,
+    Person,
+    Reply,
+    TextMessage,
+)
 from bot.inbox import InboxUnavailable
 from storage import welcome as welcome_store
 from storage.kv import DbFailureRecorder, DbTokenStore, release_lease, try_lease
