@@ -67,9 +67,10 @@ class InboxConfig(_Section):
     # A claimed event whose worker vanished is retried after this lease.
     lease_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(5, ge=1)
-    # Group commit: inbox inserts waiting this long are written in one transaction.
-    batch_max: int = Field(256, ge=1)
-    workers: int = Field(4, ge=1, le=64)
+    # Group commit: at most this many accepted events (or done marks) are written in one statement.
+    batch_max: int = Field(256, ge=1, le=1000)
+    # Events processed concurrently in the background.
+    workers: int = Field(32, ge=1, le=1024)
 
 
 class WelcomeConfig(_Section):

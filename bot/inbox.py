@@ -1,168 +1,207 @@
-"""Accepting events durably (group commit) and processing each exactly once (claim, dispatch, deliver).
+"""Accepting events durably (group commit) and processing each exactly once.
 
 `accept` returns only after the event's row is committed, so a door may acknowledge the platform right
-after it. Concurrent accepts are written in one transaction per batch: throughput grows with load instead
-of every request paying for its own commit. The unique key (channel, message key) decides duplicates,
-also across processes.
+after it. Concurrent accepts are written in one statement per batch, and so are the "done" marks:
+throughput grows with load instead of every request paying for its own commit. The unique key
+(channel, message key) decides duplicates, also across processes.
+
+A row is inserted already claimed by the accepting process (status 'processing' with a lease). If that
+process dies before finishing, the lease expires and the recovery scan of any process takes the event
+over; a failed attempt goes back to 'pending' and is retried up to inbox.max_attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from bot.events import Event, Reply, event_from_json, event_to_json
 from storage import inbox as store
 from storage.db import utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from bot.runtime import Runtime
 
 log = logging.getLogger("qunbot.inbox")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class InboxUnavailable(Exception):
     """The event could not be stored; the door must not acknowledge it."""
 
 
+class GroupCommit(Generic[T, R]):
+    """Collects items from concurrent callers and writes them in batches, one write in flight at a time.
+
+    While a batch is being written the next one accumulates, so batches grow with load and cost nothing
+    extra when it is quiet. Each caller gets its own item's result.
+    """
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], batch_max: int) -> None:
+        self._write = write
+        self._batch_max = batch_max
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        self._wakeup.set()
+        return await future
+
+    def start(self, name: str) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self._batch_max], self._pending[self._batch_max :]
+                try:
+                    results = await self._write([item for item, _ in batch])
+                except Exception as exc:
+                    log.exception("batch write failed", extra={"batch": len(batch)})
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(InboxUnavailable(str(exc)))
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+
+
 class Inbox:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.cfg = runtime.config.inbox
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
-        self._pending: list[tuple[store.NewMessage, asyncio.Future[int | None]]] = []
-        self._wakeup = asyncio.Event()
-        self._queue: asyncio.Queue[int] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.lease = timedelta(seconds=self.cfg.lease_seconds)
+        self._inserts: GroupCommit[store.NewMessage, int | None] = GroupCommit(self._insert, self.cfg.batch_max)
+        self._finishes: GroupCommit[tuple[int, str | None], None] = GroupCommit(self._finish, self.cfg.batch_max)
+        self._slots = asyncio.Semaphore(self.cfg.workers)
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._recovery_task: asyncio.Task[None] | None = None
         self._inflight: set[int] = set()
 
     # -- accepting -------------------------------------------------------------------------------
 
     async def accept(self, event: Event) -> int | None:
-        """Store the event durably; its inbox id if it is new, None if it was seen before."""
+        """Store the event durably, claimed by this process; its inbox id if new, None if seen before.
+
+        Raises InboxUnavailable when it could not be stored.
+        """
         item = store.NewMessage(event.channel, event.key, event.type_name, event_to_json(event))
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        self._wakeup.set()
-        event.id = await future
+        event.id = await self._inserts.submit(item)
         return event.id
 
-    async def _writer(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self.cfg.batch_max], self._pending[self.cfg.batch_max:]
-                await self._write(batch)
-
-    async def _write(self, batch: list[tuple[store.NewMessage, asyncio.Future[int | None]]]) -> None:
-        try:
-            async with self.runtime.db.session() as session:
-                inserted = await store.insert_new(session, [item for item, _ in batch])
-        except Exception as exc:
-            log.exception("inbox write failed", extra={"batch": len(batch)})
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(InboxUnavailable(str(exc)))
-            return
-        claimed: set[tuple[str, str]] = set()
-        for item, future in batch:
+    async def _insert(self, items: list[store.NewMessage]) -> list[int | None]:
+        inserted = await store.insert_new(self.runtime.db, items, lease=self.lease)
+        seen: set[tuple[str, str]] = set()
+        results: list[int | None] = []
+        for item in items:
             key = (item.channel, item.message_key)
             # Within one batch the first copy of a key is the new one; later copies are duplicates.
-            new_id = inserted.get(key) if key not in claimed else None
-            claimed.add(key)
-            if not future.done():
-                future.set_result(new_id)
+            results.append(inserted.get(key) if key not in seen else None)
+            seen.add(key)
+        return results
+
+    async def _finish(self, items: list[tuple[int, str | None]]) -> list[None]:
+        clean = [message_id for message_id, note in items if not note]
+        await store.mark_done(self.runtime.db, clean)
+        for message_id, note in items:
+            if note:
+                await store.mark_done(self.runtime.db, [message_id], note)
+        return [None] * len(items)
 
     # -- processing ------------------------------------------------------------------------------
 
-    def process_soon(self, inbox_id: int) -> None:
-        """Queue an accepted event for the background workers."""
-        self._queue.put_nowait(inbox_id)
+    def process_soon(self, event: Event) -> None:
+        """Process an accepted event in the background (at most inbox.workers at a time)."""
+        task = asyncio.get_running_loop().create_task(self._bounded(event), name=f"event-{event.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def process(self, inbox_id: int) -> list[Reply] | None:
-        """Claim, dispatch and deliver one event; None if another worker has it or it is already done."""
+    async def _bounded(self, event: Event, attempt: int = 1) -> None:
+        async with self._slots:
+            await self.process(event, attempt)
+
+    async def process(self, event: Event, attempt: int = 1) -> list[Reply] | None:
+        """Dispatch an accepted (claimed) event and deliver its replies; the replies, or None on failure."""
+        assert event.id is not None, "accept the event first"
         runtime = self.runtime
-        if inbox_id in self._inflight:
-            return None
-        self._inflight.add(inbox_id)
+        fields = {"event_id": event.id, "channel": event.channel, "event_key": event.key,
+                  "event_type": event.type_name, "group": event.group, "attempt": attempt}
+        self._inflight.add(event.id)
         try:
-            async with runtime.db.session() as session:
-                row = await store.claim(session, inbox_id, timedelta(seconds=self.cfg.lease_seconds))
-            if row is None:
-                return None
-            fields = {"event_id": row.id, "channel": row.channel, "event_key": row.message_key,
-                      "event_type": row.event_type, "attempt": row.attempts}
-            channel = runtime.channels.get(row.channel)
+            channel = runtime.channels.get(event.channel)
+            if channel is None:
+                raise RuntimeError(f"no channel {event.channel!r} is enabled")
+            event = await channel.enrich(event)
+            ctx = await runtime.dispatcher.dispatch(event, channel)
+            if ctx.replies:
+                await channel.deliver(ctx.event, ctx.replies)
+        except Exception as exc:
+            final = attempt >= self.cfg.max_attempts
+            log.exception("event processing failed", extra={**fields, "final": final})
             try:
-                if channel is None:
-                    raise RuntimeError(f"no channel {row.channel!r} is enabled")
-                event = event_from_json(row.event_type, row.payload, event_id=row.id)
-                event = await channel.enrich(event)
-                ctx = await runtime.dispatcher.dispatch(event, channel)
-                if ctx.replies:
-                    await channel.deliver(ctx.event, ctx.replies)
-            except Exception as exc:
-                final = row.attempts >= self.cfg.max_attempts
-                log.exception("event processing failed", extra={**fields, "final": final})
-                async with runtime.db.session() as session:
-                    await store.mark_failed(session, inbox_id, f"{type(exc).__name__}: {exc}", final=final)
-                return None
-            async with runtime.db.session() as session:
-                await store.mark_done(session, inbox_id, "; ".join(ctx.errors) or None)
-            log.info("event processed", extra={**fields, "group": event.group, "replies": len(ctx.replies),
-                                               "handler_errors": len(ctx.errors)})
-            return ctx.replies
-        finally:
-            self._inflight.discard(inbox_id)
-
-    async def _worker(self) -> None:
-        while True:
-            inbox_id = await self._queue.get()
-            try:
-                await self.process(inbox_id)
+                await store.mark_failed(runtime.db, event.id, f"{type(exc).__name__}: {exc}", final=final)
             except Exception:
-                log.exception("inbox worker error", extra={"event_id": inbox_id})
-            finally:
-                self._queue.task_done()
+                log.exception("could not record the failure; the lease will expire and it is retried", extra=fields)
+            return None
+        finally:
+            self._inflight.discard(event.id)
+        await self._finishes.submit((event.id, "; ".join(ctx.errors) or None))
+        log.info("event processed", extra={**fields, "replies": len(ctx.replies), "handler_errors": len(ctx.errors)})
+        return ctx.replies
 
     async def _recovery(self, interval: float = 5.0) -> None:
-        """Pick up events accepted but never finished (a crash, a lost task, a failed attempt)."""
+        """Take over events accepted but never finished: failed attempts and expired leases."""
         while True:
             await asyncio.sleep(interval)
             try:
                 async with self.runtime.db.session() as session:
                     ids = await store.due_for_recovery(session, older_than=utcnow() - timedelta(seconds=interval))
-                for inbox_id in ids:
-                    if inbox_id not in self._inflight:
-                        self._queue.put_nowait(inbox_id)
+                ids = [i for i in ids if i not in self._inflight]
+                for row in await store.claim(self.runtime.db, ids, self.lease):
+                    event = event_from_json(row.event_type, row.payload, event_id=row.id)
+                    log.info("recovering event", extra={"event_id": row.id, "attempt": row.attempts})
+                    task = asyncio.get_running_loop().create_task(self._bounded(event, row.attempts))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             except Exception:
                 log.exception("inbox recovery scan failed")
 
     async def drain(self) -> None:
-        """Wait until every queued event has been processed (tests, shutdown)."""
-        await self._queue.join()
+        """Wait until every event being processed here is finished (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._writer(), name="inbox-writer"))
-        for n in range(self.cfg.workers):
-            self._tasks.append(loop.create_task(self._worker(), name=f"inbox-worker-{n}"))
-        self._tasks.append(loop.create_task(self._recovery(), name="inbox-recovery"))
+        self._inserts.start("inbox-writer")
+        self._finishes.start("inbox-finisher")
+        self._recovery_task = asyncio.get_running_loop().create_task(self._recovery(), name="inbox-recovery")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         try:
             await asyncio.wait_for(self.drain(), grace_seconds)
         except TimeoutError:
-            log.warning("inbox stop: events still queued; they will be recovered on next start",
-                        extra={"queued": self._queue.qsize()})
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+            log.warning("inbox stop: events still running; their leases will expire and they are recovered",
+                        extra={"running": len(self._tasks)})
+        if self._recovery_task is not None:
+            self._recovery_task.cancel()
+            await asyncio.gather(self._recovery_task, return_exceptions=True)
+        await self._inserts.stop()
+        await self._finishes.stop()

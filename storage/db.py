@@ -60,7 +60,12 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # One connection: SQLite has one writer anyway, and queueing in asyncio beats SQLite's busy
+        # handler, which sleeps in steps of up to 100 ms while another connection holds the lock.
+        # Sessions always end their transactions and fastsql runs in autocommit, so the pool need not
+        # roll back on every return (a thread hop per checkout).
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=1, max_overflow=0,
+                                     pool_timeout=120, pool_reset_on_return=None)
         _tune_sqlite(engine)
         return engine
     return create_async_engine(

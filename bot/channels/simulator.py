@@ -128,7 +128,7 @@ class SimulatorChannel(Channel):
             return json_response({"error": "数据库暂时不可用，请稍后重试"}, status=503)
         if inbox_id is None:
             return json_response({"replies": [], "duplicate": True})
-        replies = await self.runtime.inbox.process(inbox_id) or []
+        replies = await self.runtime.inbox.process(event) or []
         return json_response({"replies": [_reply_json(r) for r in replies]})
 
     async def deliver(self, event: Event, replies: list[Reply]) -> None:

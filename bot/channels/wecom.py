@@ -114,7 +114,7 @@ class WeComAppChannel(Channel):
             if inbox_id is None:
                 log.info("duplicate callback", extra={"event_key": event.key, "group": event.group})
             else:
-                self.runtime.inbox.process_soon(inbox_id)
+                self.runtime.inbox.process_soon(event)
         return web.Response(text="success")
 
     # -- pipeline --------------------------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""Benchmark: the WeCom callback path (verify, decrypt, parse, inbox insert, acknowledge) against a bare
+aiohttp handler that only decrypts, in the same run, on SQLite and PostgreSQL, at 16 and 64 connections.
+
+Every request is a distinct message. Servers run as separate processes (as in production); the load
+generator is one more process. Run: ./bench.sh   (or .venv/bin/python -m bench.callback_path --help)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.wecom_helpers import AES_KEY, CORP_ID, TOKEN, callback, text_xml
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@dataclass
+class Result:
+    name: str
+    connections: int
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url):
+                    return  # any HTTP answer means it is serving
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def requests(count: int, run_id: str) -> list[tuple[str, bytes]]:
+    """Pre-encrypted callbacks, each a distinct message, so the generator spends no time on crypto."""
+    out = []
+    for n in range(count):
+        params, body = callback(text_xml(f"{run_id}{n:07d}", content=f"第{n}条消息"))
+        out.append(("&".join(f"{k}={v}" for k, v in params.items()), body))
+    return out
+
+
+async def load(url: str, reqs: list[tuple[str, bytes]], connections: int, seconds: float) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    index = 0
+    stop_at = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal index, errors
+        while time.perf_counter() < stop_at and index < len(reqs):
+            query, body = reqs[index]
+            index += 1
+            started = time.perf_counter()
+            try:
+                async with http.post(f"{url}?{query}", data=body) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                        continue
+            except aiohttp.ClientError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    async with aiohttp.ClientSession(connector=connector) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*[worker(http) for _ in range(connections)])
+        elapsed = time.perf_counter() - began
+    return latencies, errors, elapsed
+
+
+def summarize(name: str, connections: int, latencies: list[float], errors: int, elapsed: float) -> Result:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+    return Result(name, connections, len(latencies), errors, len(latencies) / elapsed,
+                  statistics.median(ordered) * 1000 if ordered else float("nan"), p99 * 1000)
+
+
+class Server:
+    def __init__(self, argv: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/wecom/callback"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(20)
+            if os.environ.get("BENCH_SHOW_STDERR"):
+                print(self.proc.stderr.read().decode()[-2000:])
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_bare() -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return Server([PY, "-m", "bench.bare_server", str(port)], env, port)
+
+
+def start_qunbot(db_url: str) -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QUNBOT_DATABASE_URL": db_url, "QUNBOT_DATABASE_AUTO_MIGRATE": "true",
+           "QUNBOT_WECOM_ENABLED": "true", "QUNBOT_WECOM_CORP_ID": CORP_ID, "QUNBOT_WECOM_TOKEN": TOKEN,
+           "QUNBOT_WECOM_ENCODING_AES_KEY": AES_KEY, "QUNBOT_LOG_LEVEL": "WARNING", "QUNBOT_SIMULATOR_ENABLED": "false",
+           **{k: v for k, v in os.environ.items() if k.startswith("QUNBOT_")}}
+    return Server([PY, "-m", "bot", "run", "--port", str(port)], env, port)
+
+
+async def measure(server: Server, name: str, connections: int, seconds: float) -> Result:
+    await wait_ready(f"http://127.0.0.1:{server.port}/wecom/callback")
+    run_id = secrets.token_hex(3)
+    reqs = requests(int(seconds * 6000) + 2000, run_id)
+    # Warm up (connections, caches, JIT-free but lazy imports) with distinct messages too.
+    await load(server.url, requests(300, run_id + "w"), connections, 2)
+    latencies, errors, elapsed = await load(server.url, reqs, connections, seconds)
+    return summarize(name, connections, latencies, errors, elapsed)
+
+
+async def pg_database(admin_url: str) -> str:
+    import asyncpg
+
+    name = f"qunbot_bench_{secrets.token_hex(3)}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def drop_pg(admin_url: str, url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await conn.close()
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run (default 8)")
+    parser.add_argument("--connections", default="16,64", help="comma-separated concurrency levels")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--pg-admin-url", default=os.environ.get("QUNBOT_TEST_PG_URL",
+                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.connections.split(",")]
+    results: list[Result] = []
+    targets = {16: 20.0, 64: 100.0}
+    ok = True
+    for backend in args.backends.split(","):
+        for connections in levels:
+            bare = start_bare()
+            try:
+                base = await measure(bare, "bare decrypt", connections, args.seconds)
+            finally:
+                bare.stop()
+            tmp = tempfile.mkdtemp(prefix="qunbot-bench-")
+            db_url = (f"sqlite:///{tmp}/bench.db" if backend == "sqlite" else await pg_database(args.pg_admin_url))
+            bot = start_qunbot(db_url)
+            try:
+                ours = await measure(bot, f"qunbot ({backend})", connections, args.seconds)
+            finally:
+                bot.stop()
+                if backend != "sqlite":
+                    await drop_pg(args.pg_admin_url, db_url)
+            results += [base, ours]
+            ratio = ours.rps / base.rps
+            limit = targets.get(connections)
+            verdict = ratio >= 0.5 and ours.errors == 0 and (limit is None or ours.p99_ms < limit)
+            ok &= verdict
+            print(f"{backend:<10} c={connections:<3} bare {base.rps:7.0f} req/s p99 {base.p99_ms:6.1f} ms | "
+                  f"qunbot {ours.rps:7.0f} req/s p50 {ours.p50_ms:5.1f} ms p99 {ours.p99_ms:6.1f} ms "
+                  f"errors {ours.errors} | ratio {ratio:4.0%} {'OK' if verdict else 'MISS'}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2))
+    print("all targets met" if ok else "some targets missed")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

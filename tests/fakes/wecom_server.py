@@ -1,0 +1,326 @@
+"""A fake WeCom server API (qyapi) on 127.0.0.1 for tests and benchmarks.
+
+It follows the official docs (docs/platform.md §3, §6) for the calls qunbot makes: real tokens that
+really expire, errcodes in HTTP-200 JSON answers, and knobs to inject failures, latency and rate limits.
+Error codes the docs do not pin down for a given API are marked "unconfirmed" below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable
+from json import JSONDecodeError
+from typing import Any
+
+from aiohttp import web
+
+ERRMSGS = {
+    -1: "system busy",
+    40001: "invalid credential",
+    40013: "invalid corpid",
+    40014: "invalid access_token",
+    40050: "invalid chatid",
+    40056: "invalid agentid",
+    40058: "invalid parameter",
+    41001: "access_token missing",
+    42001: "access_token expired",
+    45009: "api freq out of limit",
+    45033: "api concurrent out of limit",
+    47001: "data format error",
+    81013: "user & party & tag all invalid",
+}
+# Unknown chat in groupchat/get: 40050 is the global table's "chatid不存在"; the exact code this API
+# answers is unconfirmed. (701008, sometimes quoted, is a license error in the global table.)
+ERR_UNKNOWN_CHAT = 40050
+# Over-long text, too many templates, unknown template_id: unconfirmed, so the generic "invalid parameter".
+ERR_INVALID_PARAM = 40058
+TEXT_LIMIT_BYTES = 2048
+WELCOME_TEXT_LIMIT_BYTES = 3000
+MAX_WELCOME_TEMPLATES = 100
+MAX_MSG_TEMPLATE_CHATS = 2000
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class FakeWeCom:
+    """A running fake of qyapi.weixin.qq.com. Tests seed data, inject faults and read what was sent."""
+
+    def __init__(self, *, corp_id: str = "ww-fake-corp", corp_secret: str = "fake-secret",
+                 agent_id: int | None = 1000002, token_ttl: float = 7200) -> None:
+        self.corp_id = corp_id
+        self.corp_secret = corp_secret
+        self.agent_id = agent_id  # None: accept any agentid
+        self.token_ttl = token_ttl
+        self.latency = 0.0
+        self.rate_limit_per_minute: int | None = None
+        self.gettoken_calls = 0
+        self.tokens: dict[str, float] = {}  # token -> monotonic expiry
+        self.group_chats: dict[str, dict[str, Any]] = {}
+        self.welcome_templates: dict[str, dict[str, Any]] = {}
+        self.invalid_users: set[str] = set()
+        self.sent_messages: list[dict[str, Any]] = []  # message/send bodies
+        self.appchat_messages: list[dict[str, Any]] = []  # appchat/send bodies
+        self.msg_templates: list[dict[str, Any]] = []  # add_msg_template bodies, plus "msgid"
+        self.requests: list[tuple[str, str, Any]] = []  # (method, path, json body or None)
+        self._faults: dict[str, deque[int]] = defaultdict(deque)
+        self._http_faults: dict[str, deque[int]] = defaultdict(deque)
+        self._calls: dict[str, deque[float]] = defaultdict(deque)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self._routes: dict[str, Handler] = {
+            "/cgi-bin/externalcontact/groupchat/get": self._groupchat_get,
+            "/cgi-bin/externalcontact/group_welcome_template/add": self._welcome_add,
+            "/cgi-bin/externalcontact/group_welcome_template/edit": self._welcome_edit,
+            "/cgi-bin/externalcontact/group_welcome_template/get": self._welcome_get,
+            "/cgi-bin/externalcontact/group_welcome_template/del": self._welcome_del,
+            "/cgi-bin/message/send": self._message_send,
+            "/cgi-bin/appchat/send": self._appchat_send,
+            "/cgi-bin/externalcontact/add_msg_template": self._add_msg_template,
+        }
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Serve on 127.0.0.1 at a free port; return the base URL."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeWeCom:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- seeding and fault injection ----------------------------------------------------------
+
+    def add_group_chat(self, chat_id: str, *, name: str = "", owner: str = "",
+                       members: Iterable[str | dict[str, Any]] = (), admins: Iterable[str] = (),
+                       notice: str = "", create_time: int | None = None) -> dict[str, Any]:
+        """Seed a customer group. Members are userids ("wm…" = external) or full member dicts."""
+        now = int(time.time())
+        member_list = []
+        for m in members:
+            base = {"userid": m} if isinstance(m, str) else dict(m)
+            uid = base["userid"]
+            member_list.append({"type": 2 if uid.startswith("wm") else 1, "join_time": now, "join_scene": 1,
+                                "invitor": {"userid": owner}, "group_nickname": "", "name": uid, **base})
+        ids = "|".join(sorted(m["userid"] for m in member_list))
+        chat = {"chat_id": chat_id, "name": name, "owner": owner, "create_time": create_time or now,
+                "notice": notice, "member_list": member_list,
+                "admin_list": [{"userid": a} for a in admins],
+                "member_version": hashlib.md5(ids.encode()).hexdigest()}  # noqa: S324 - opaque version tag
+        self.group_chats[chat_id] = chat
+        return chat
+
+    def fail_next(self, path: str, errcode: int, times: int = 1) -> None:
+        """Answer the next `times` calls to `path` with `errcode` (checked before the token)."""
+        self._faults[_norm(path)].extend([errcode] * times)
+
+    def http_fail_next(self, path: str, status: int = 502, times: int = 1) -> None:
+        """Answer the next `times` calls to `path` with a bare HTTP `status`."""
+        self._http_faults[_norm(path)].extend([status] * times)
+
+    def expire_all_tokens(self) -> None:
+        """Make every issued token expired now (further use answers 42001)."""
+        now = time.monotonic()
+        for token in self.tokens:
+            self.tokens[token] = now
+
+    def calls_to(self, path: str) -> int:
+        """How many requests reached `path` (faulted ones included)."""
+        path = _norm(path)
+        return sum(1 for _, p, _ in self.requests if p == path)
+
+    # ---- request handling ---------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        body: Any = None
+        bad_json = False
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except (JSONDecodeError, UnicodeDecodeError):
+                bad_json = True
+        self.requests.append((request.method, path, body))
+        if path == "/cgi-bin/gettoken":
+            self.gettoken_calls += 1  # every request counts, refused ones too: WeCom throttles them all
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self._http_faults[path]:
+            return web.Response(status=self._http_faults[path].popleft(), text="<html>bad gateway</html>")
+        if self._faults[path]:
+            return _error(self._faults[path].popleft())
+        if self._rate_limited(path):
+            return _error(45009)
+        if path == "/cgi-bin/gettoken":
+            return self._gettoken(request)
+        handler = self._routes.get(path)
+        if handler is None:
+            return web.Response(status=404, text="not found")
+        if (refused := self._check_token(request.query.get("access_token"))) is not None:
+            return _error(refused)
+        if bad_json or not isinstance(body, dict):
+            return _error(47001)
+        try:
+            answer = await handler(body)
+        except _Refusal as refusal:
+            return _error(refusal.errcode, refusal.errmsg)
+        return web.json_response({"errcode": 0, "errmsg": "ok", **answer})
+
+    def _rate_limited(self, path: str) -> bool:
+        if self.rate_limit_per_minute is None:
+            return False
+        now, window = time.monotonic(), self._calls[path]
+        while window and window[0] <= now - 60:
+            window.popleft()
+        if len(window) >= self.rate_limit_per_minute:
+            return True
+        window.append(now)
+        return False
+
+    def _gettoken(self, request: web.Request) -> web.Response:
+        if request.query.get("corpid") != self.corp_id:
+            return _error(40013)
+        if request.query.get("corpsecret") != self.corp_secret:
+            return _error(40001)
+        # A new token each time; older ones stay valid until they expire. (The docs also say repeated
+        # calls within the validity return the same token; clients must cope with either.)
+        token = secrets.token_urlsafe(48)
+        self.tokens[token] = time.monotonic() + self.token_ttl
+        return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": token,
+                                  "expires_in": self.token_ttl})
+
+    def _check_token(self, token: str | None) -> int | None:
+        if not token:
+            return 41001
+        expiry = self.tokens.get(token)
+        if expiry is None:
+            return 40014
+        if time.monotonic() >= expiry:
+            return 42001
+        return None
+
+    # ---- APIs ---------------------------------------------------------------------------------
+
+    async def _groupchat_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        chat = self.group_chats.get(str(body.get("chat_id", "")))
+        if chat is None:
+            raise _Refusal(ERR_UNKNOWN_CHAT)
+        chat = {**chat, "member_list": [dict(m) for m in chat["member_list"]]}
+        if not body.get("need_name"):
+            for m in chat["member_list"]:
+                m.pop("name", None)
+        return {"group_chat": chat}
+
+    async def _welcome_add(self, body: dict[str, Any]) -> dict[str, Any]:
+        _check_welcome(body)
+        if len(self.welcome_templates) >= MAX_WELCOME_TEMPLATES:
+            raise _Refusal(ERR_INVALID_PARAM, "welcome template count exceeds limit")
+        template_id = "msg" + secrets.token_hex(12)
+        self.welcome_templates[template_id] = {k: v for k, v in body.items() if k not in ("agentid", "notify")}
+        return {"template_id": template_id}
+
+    async def _welcome_edit(self, body: dict[str, Any]) -> dict[str, Any]:
+        template = self._template(body)
+        _check_welcome(body)
+        template.update({k: v for k, v in body.items() if k not in ("template_id", "agentid")})
+        return {}
+
+    async def _welcome_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._template(body))
+
+    async def _welcome_del(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._template(body)
+        del self.welcome_templates[body["template_id"]]
+        return {}
+
+    def _template(self, body: dict[str, Any]) -> dict[str, Any]:
+        template = self.welcome_templates.get(str(body.get("template_id", "")))
+        if template is None:
+            raise _Refusal(ERR_INVALID_PARAM, "invalid template_id")
+        return template
+
+    async def _message_send(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.agent_id is not None and body.get("agentid") != self.agent_id:
+            raise _Refusal(40056)
+        _check_text(body)
+        users = [u for u in str(body.get("touser", "")).split("|") if u]
+        invalid = [u for u in users if u in self.invalid_users]
+        if not users or (len(invalid) == len(users) and users != ["@all"]):
+            raise _Refusal(81013)
+        self.sent_messages.append(body)
+        return {"invaliduser": "|".join(invalid), "invalidparty": "", "invalidtag": "",
+                "unlicenseduser": "", "msgid": secrets.token_hex(16)}
+
+    async def _appchat_send(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not body.get("chatid"):
+            raise _Refusal(ERR_INVALID_PARAM, "chatid missing")
+        _check_text(body)
+        self.appchat_messages.append(body)
+        return {}
+
+    async def _add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        chats = body.get("chat_id_list") or []
+        if body.get("chat_type") == "group":
+            if not body.get("sender") or not chats or len(chats) > MAX_MSG_TEMPLATE_CHATS:
+                raise _Refusal(ERR_INVALID_PARAM, "sender and 1..2000 chat_id_list required")
+        msgid = "msg" + secrets.token_hex(12)
+        self.msg_templates.append({**body, "msgid": msgid})
+        # Documented as the targets that could not be sent to; here: chats the fake does not know.
+        return {"msgid": msgid, "fail_list": [c for c in chats if c not in self.group_chats]}
+
+
+class _Refusal(Exception):
+    def __init__(self, errcode: int, errmsg: str | None = None) -> None:
+        super().__init__(errcode)
+        self.errcode, self.errmsg = errcode, errmsg
+
+
+def _norm(path: str) -> str:
+    path = path.strip().lstrip("/")
+    return "/" + (path if path.startswith("cgi-bin/") else "cgi-bin/" + path)
+
+
+def _error(errcode: int, errmsg: str | None = None) -> web.Response:
+    text = errmsg or ERRMSGS.get(errcode, "error")
+    # Real answers carry a hint and a link after the message; callers must not parse errmsg.
+    hint = f"{text}, hint: [{int(time.time())}-{secrets.token_hex(4)}], from ip: 127.0.0.1, " \
+           f"more info at https://open.work.weixin.qq.com/devtool/query?e={errcode}"
+    return web.json_response({"errcode": errcode, "errmsg": hint})
+
+
+def _check_text(body: dict[str, Any]) -> None:
+    # Stricter than WeCom, which cuts long text silently: an oversized send is a client bug to catch.
+    content = (body.get("text") or {}).get("content")
+    if body.get("msgtype") != "text" or not isinstance(content, str):
+        raise _Refusal(ERR_INVALID_PARAM, "text.content required")
+    if len(content.encode("utf-8")) > TEXT_LIMIT_BYTES:
+        raise _Refusal(ERR_INVALID_PARAM, "text.content exceeds 2048 bytes")
+
+
+def _check_welcome(body: dict[str, Any]) -> None:
+    content = (body.get("text") or {}).get("content")
+    attachments = ("image", "link", "miniprogram", "file", "video")
+    if content is None and not any(k in body for k in attachments):
+        raise _Refusal(ERR_INVALID_PARAM, "text or an attachment required")
+    if content is not None and len(str(content).encode("utf-8")) > WELCOME_TEXT_LIMIT_BYTES:
+        raise _Refusal(ERR_INVALID_PARAM, "text.content exceeds 3000 bytes")
