@@ -32,10 +32,8 @@ def build_runtime(config: Config) -> Runtime:
 
 def create_app(config: Config, runtime: Runtime | None = None) -> web.Application:
     """The web application; starting it migrates (if configured) and starts the runtime."""
-    from bot.channels.simulator import bad_request_middleware
-
     runtime = runtime or build_runtime(config)
-    app = web.Application(middlewares=[bad_request_middleware], client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024)
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", index)

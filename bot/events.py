@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -87,9 +87,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def event_to_json(event: Event) -> str:
-    data = asdict(event)
+    """The event as stored in the inbox (shallow copies: dataclasses.asdict deep-copies and is 10× slower)."""
+    data = dict(vars(event))
     data.pop("id", None)
     data["at"] = event.at.astimezone(UTC).isoformat()
+    if "sender" in data:
+        data["sender"] = dict(vars(data["sender"]))
+    if "members" in data:
+        data["members"] = [dict(vars(m)) for m in data["members"]]
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from bot.events import Event, Reply, event_from_json, event_to_json
+from storage import fastsql
 from storage import inbox as store
 from storage.db import utcnow
 
@@ -87,8 +88,9 @@ class Inbox:
         self.runtime = runtime
         self.cfg = runtime.config.inbox
         self.lease = timedelta(seconds=self.cfg.lease_seconds)
-        self._inserts: GroupCommit[store.NewMessage, int | None] = GroupCommit(self._insert, self.cfg.batch_max)
-        self._finishes: GroupCommit[tuple[int, str | None], None] = GroupCommit(self._finish, self.cfg.batch_max)
+        self._conn = fastsql.FastConnection(runtime.db)
+        # One writer for both: a batch inserts new events and marks finished ones done in one round trip.
+        self._journal: GroupCommit[store.NewMessage | int, int | None] = GroupCommit(self._write, self.cfg.batch_max)
         self._slots = asyncio.Semaphore(self.cfg.workers)
         self._tasks: set[asyncio.Task[object]] = set()
         self._recovery_task: asyncio.Task[None] | None = None
@@ -102,27 +104,24 @@ class Inbox:
         Raises InboxUnavailable when it could not be stored.
         """
         item = store.NewMessage(event.channel, event.key, event.type_name, event_to_json(event))
-        event.id = await self._inserts.submit(item)
+        event.id = await self._journal.submit(item)
         return event.id
 
-    async def _insert(self, items: list[store.NewMessage]) -> list[int | None]:
-        inserted = await store.insert_new(self.runtime.db, items, lease=self.lease)
+    async def _write(self, items: list[store.NewMessage | int]) -> list[int | None]:
+        new = [i for i in items if isinstance(i, store.NewMessage)]
+        done = [i for i in items if isinstance(i, int)]
+        inserted = await store.write_batch(self._conn, new, done, lease=self.lease)
         seen: set[tuple[str, str]] = set()
         results: list[int | None] = []
         for item in items:
+            if isinstance(item, int):
+                results.append(None)
+                continue
             key = (item.channel, item.message_key)
             # Within one batch the first copy of a key is the new one; later copies are duplicates.
             results.append(inserted.get(key) if key not in seen else None)
             seen.add(key)
         return results
-
-    async def _finish(self, items: list[tuple[int, str | None]]) -> list[None]:
-        clean = [message_id for message_id, note in items if not note]
-        await store.mark_done(self.runtime.db, clean)
-        for message_id, note in items:
-            if note:
-                await store.mark_done(self.runtime.db, [message_id], note)
-        return [None] * len(items)
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -161,7 +160,10 @@ class Inbox:
             return None
         finally:
             self._inflight.discard(event.id)
-        await self._finishes.submit((event.id, "; ".join(ctx.errors) or None))
+        if ctx.errors:
+            await store.note_handler_errors(runtime.db, event.id, "; ".join(ctx.errors))
+        else:
+            await self._journal.submit(event.id)
         log.info("event processed", extra={**fields, "replies": len(ctx.replies), "handler_errors": len(ctx.errors)})
         return ctx.replies
 
@@ -190,8 +192,7 @@ class Inbox:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._inserts.start("inbox-writer")
-        self._finishes.start("inbox-finisher")
+        self._journal.start("inbox-writer")
         self._recovery_task = asyncio.get_running_loop().create_task(self._recovery(), name="inbox-recovery")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -203,5 +204,5 @@ class Inbox:
         if self._recovery_task is not None:
             self._recovery_task.cancel()
             await asyncio.gather(self._recovery_task, return_exceptions=True)
-        await self._inserts.stop()
-        await self._finishes.stop()
+        await self._journal.stop()
+        await self._conn.close()

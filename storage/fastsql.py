@@ -1,16 +1,21 @@
-"""Driver-level statements for the inbox hot path (one round trip, no ORM layers).
+"""Driver-level statements for the inbox hot path (one round trip per batch, no ORM layers).
 
 SQL is written once with `?` placeholders: they become $1, $2 … for asyncpg; datetimes become the text
-format SQLAlchemy stores in SQLite, so rows written here read back through the models as usual. Each
-call is one statement, committed on its own.
+format SQLAlchemy stores in SQLite, so rows written here read back through the models as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.db import Database
+from sqlalchemy.engine import make_url
+
+from storage.db import Database, async_url
+
+Statement = tuple[str, list[Any]]
 
 
 def _sqlite_param(value: Any) -> Any:
@@ -30,11 +35,99 @@ def placeholders(count: int) -> str:
 
 
 async def fetch(db: Database, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    """Run one statement in its own transaction and return its rows (RETURNING or SELECT)."""
+    """One statement on a pooled connection, committed on its own, for occasional use; returns its rows."""
     async with db.engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection
         if db.dialect == "postgresql":
             return [tuple(r) for r in await raw.fetch(_numbered(sql), *params)]
-        # The connection is in autocommit mode: a single statement is its own transaction (one hop).
-        rows = await raw.execute_fetchall(sql, [_sqlite_param(p) for p in params])
-        return [tuple(r) for r in rows]
+        return [tuple(r) for r in await raw.execute_fetchall(sql, [_sqlite_param(p) for p in params])]
+
+
+class FastConnection:
+    """A long-lived driver connection for the inbox's batch writer.
+
+    PostgreSQL: an asyncpg connection (a batch is one statement, one round trip). SQLite: a plain sqlite3
+    connection whose short batch transaction runs right on the event loop (a thread hop costs more than
+    the statement); only when another connection holds the write lock does it wait in a thread.
+    A failed statement drops the connection; the next call reconnects.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.url = make_url(async_url(db.url))
+        self.postgres = db.dialect == "postgresql"
+        self._raw: Any = None
+        self._busy_ms = -1
+        self._lock = asyncio.Lock()
+
+    def stamp(self, value: datetime) -> Any:
+        """A datetime as this driver wants it (convert once per batch, not once per parameter)."""
+        return value if self.postgres else _sqlite_param(value)
+
+    async def _connect(self) -> Any:
+        if self.postgres:
+            import asyncpg
+
+            dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            return await asyncpg.connect(dsn)
+        self._busy_ms = -1
+        raw = sqlite3.connect(self.url.database or ":memory:", isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            raw.execute(f"PRAGMA {pragma}")
+        return raw
+
+    async def transaction(self, statements: list[Statement]) -> list[list[tuple[Any, ...]]]:
+        """Run the statements in one transaction; the rows each returned."""
+        async with self._lock:
+            if self._raw is None:
+                self._raw = await self._connect()
+            try:
+                if self.postgres:
+                    if len(statements) == 1:
+                        sql, params = statements[0]
+                        return [[tuple(r) for r in await self._raw.fetch(_numbered(sql), *params)]]
+                    async with self._raw.transaction():
+                        return [[tuple(r) for r in await self._raw.fetch(_numbered(sql), *params)]
+                                for sql, params in statements]
+                try:
+                    return self._sqlite_transaction(statements, busy_ms=0)
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    return await asyncio.to_thread(self._sqlite_transaction, statements, 30_000)
+            except BaseException:
+                await self._drop()
+                raise
+
+    async def fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return (await self.transaction([(sql, params)]))[0]
+
+    def _sqlite_transaction(self, statements: list[Statement], busy_ms: int) -> list[list[tuple[Any, ...]]]:
+        """Parameters must already be SQLite values (see `stamp`)."""
+        raw: sqlite3.Connection = self._raw
+        if busy_ms != self._busy_ms:
+            raw.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            self._busy_ms = busy_ms
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            out = [raw.execute(sql, params).fetchall() for sql, params in statements]
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+        return out
+
+    async def _drop(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        try:
+            result = raw.close()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:  # noqa: S110 - the connection is being dropped anyway
+            pass
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()

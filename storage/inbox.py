@@ -49,32 +49,50 @@ class NewMessage:
     payload: str
 
 
-async def insert_new(
-    db: Database, items: list[NewMessage], *, lease: timedelta, now: datetime | None = None
+async def write_batch(
+    conn: fastsql.FastConnection, items: list[NewMessage], done_ids: list[int], *, lease: timedelta,
+    now: datetime | None = None,
 ) -> dict[tuple[str, str], int]:
-    """Insert the items that are not in the inbox yet, in one committed statement, already claimed.
+    """In one transaction: mark `done_ids` done, and insert the items not in the inbox yet, already claimed.
 
-    The accepting process processes what it accepted, so rows start in 'processing' with a lease (and
-    attempt 1): no separate claim is needed, and if the process dies the lease expires and any process
-    recovers them. Returns {(channel, key): id} for those inserted. This is the callback hot path, so it
-    goes through fastsql: the ORM's async layers cost about ten times as much per batch.
+    The accepting process processes what it accepted, so new rows start in 'processing' with a lease
+    (and attempt 1): no separate claim is needed, and if the process dies the lease expires and any
+    process recovers them. Returns {(channel, key): id} for the rows inserted.
+
+    This is the callback hot path: one round trip per batch (PostgreSQL runs the update as a
+    data-modifying CTE of the insert), through the driver, because the ORM's async layers cost about
+    ten times as much per batch.
     """
-    if not items:
-        return {}
     now = now or utcnow()
     unique: dict[tuple[str, str], NewMessage] = {}
     for item in items:
         unique.setdefault((item.channel, item.message_key), item)
     rows = list(unique.values())
-    values = ", ".join(f"({fastsql.placeholders(6)}, 'processing', 1)" for _ in rows)
-    result = await fastsql.fetch(
-        db,
-        "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "  # noqa: S608 - placeholders only
-        f"VALUES {values} ON CONFLICT (channel, message_key) DO NOTHING "
-        "RETURNING id, channel, message_key",
-        [v for m in rows for v in (m.channel, m.message_key, m.event_type, m.payload, now, now + lease)],
+    stamp, until = conn.stamp(now), conn.stamp(now + lease)
+    done_sql = (
+        "UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "  # noqa: S608 - placeholders only
+        f"WHERE id IN ({fastsql.placeholders(len(done_ids))})"
     )
-    return {(channel, key): message_id for message_id, channel, key in result}
+    done_params: list[object] = [stamp, *done_ids]
+    insert_sql = (
+        "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "  # noqa: S608 - placeholders only
+        "VALUES " + ", ".join(f"({fastsql.placeholders(6)}, 'processing', 1)" for _ in rows)
+        + " ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key"
+    )
+    insert_params = [v for m in rows for v in (m.channel, m.message_key, m.event_type, m.payload, stamp, until)]
+    statements: list[fastsql.Statement] = []
+    if conn.postgres and done_ids and rows:
+        statements.append((f"WITH done AS ({done_sql}) {insert_sql}", done_params + insert_params))
+    else:
+        if done_ids:
+            statements.append((done_sql, done_params))
+        if rows:
+            statements.append((insert_sql, insert_params))
+    if not statements:
+        return {}
+    results = await conn.transaction(statements)
+    inserted = results[-1] if rows else []
+    return {(channel, key): message_id for message_id, channel, key in inserted}
 
 
 @dataclass(frozen=True)
@@ -106,15 +124,11 @@ async def claim(db: Database, message_ids: list[int], lease: timedelta, now: dat
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
 
 
-async def mark_done(db: Database, message_ids: list[int], handler_errors: str | None = None) -> None:
-    """Finish messages; handler errors (other handlers' work was kept) are noted, not retried."""
-    if not message_ids:
-        return
+async def note_handler_errors(db: Database, message_id: int, note: str) -> None:
+    """Finish a message whose handlers partly failed: done (the others' work was kept), with the errors noted."""
     await fastsql.fetch(
-        db,
-        "UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = ? "  # noqa: S608 - placeholders only
-        f"WHERE id IN ({fastsql.placeholders(len(message_ids))})",
-        [utcnow(), handler_errors[:4000] if handler_errors else None, *message_ids],
+        db, "UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = ? WHERE id = ?",
+        [utcnow(), note[:4000], message_id],
     )
 
 

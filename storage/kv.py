@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import Text, delete, select, update
@@ -10,6 +11,23 @@ from sqlmodel import Field, SQLModel
 
 from storage.db import Database, UTCDateTime, utcnow
 from storage.upsert import insert_for
+
+
+class _HideTokenStatements(logging.Filter):
+    """aiosqlite logs every statement with its parameters at DEBUG; those on access_tokens carry tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record we cannot format is not ours to judge
+            return True
+        if "access_tokens" in text:
+            record.msg, record.args = "%s a statement on access_tokens (parameters hidden)", (text.split(" ", 1)[0],)
+        return True
+
+
+# Tokens must never reach the logs, not even at DEBUG (docs/platform.md §6: one token serves every process).
+logging.getLogger("aiosqlite").addFilter(_HideTokenStatements())
 
 
 class AccessToken(SQLModel, table=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,10 @@ class SimulatorChannel(Channel):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/simulator", self.page)
-        app.router.add_post("/api/simulator/messages", self.post_message)
-        app.router.add_post("/api/simulator/joins", self.post_joins)
-        app.router.add_post("/api/simulator/leaves", self.post_leaves)
-        app.router.add_get("/api/simulator/messages", self.get_messages)
+        app.router.add_post("/api/simulator/messages", answers_bad_requests(self.post_message))
+        app.router.add_post("/api/simulator/joins", answers_bad_requests(self.post_joins))
+        app.router.add_post("/api/simulator/leaves", answers_bad_requests(self.post_leaves))
+        app.router.add_get("/api/simulator/messages", answers_bad_requests(self.get_messages))
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -195,10 +196,14 @@ def _text_field(body: dict[str, Any], key: str, *, required: bool = True, limit:
     return value.strip()
 
 
-@web.middleware
-async def bad_request_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except BadRequest as exc:
-        log.info("bad request", extra={"path": request.path, "reason": str(exc)})
-        return json_response({"error": str(exc)}, status=400)
+def answers_bad_requests(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Turn a BadRequest raised by the handler into 400 {"error": ...} (per route, not app-wide middleware)."""
+
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            log.info("bad request", extra={"path": request.path, "reason": str(exc)})
+            return json_response({"error": str(exc)}, status=400)
+
+    return wrapped

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,9 @@ class WeComAppChannel(Channel):
         cfg = runtime.config.wecom
         self.cfg = cfg
         self.crypto = CallbackCrypto(cfg.token, cfg.encoding_aes_key, cfg.corp_id, cfg.replay_window_seconds)
+        # Who holds our leases (token refresh, template sync). runtime.instance (host:pid) alone is not
+        # unique: containers on the host network can share both, and so do two runtimes in one process.
+        self.lease_holder = f"{runtime.instance}:{secrets.token_hex(4)}"
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(self.cfg.callback_path, self.verify_url)
@@ -71,7 +75,7 @@ class WeComAppChannel(Channel):
 
             self.runtime.wecom = WeComClient(
                 self.runtime.http, base_url=self.cfg.api_base_url, corp_id=self.cfg.corp_id,
-                corp_secret=self.cfg.corp_secret, tokens=DbTokenStore(self.runtime.db, self.runtime.instance),
+                corp_secret=self.cfg.corp_secret, tokens=DbTokenStore(self.runtime.db, self.lease_holder),
                 failures=DbFailureRecorder(self.runtime.db), agent_id=self.cfg.agent_id,
             )
 
@@ -164,7 +168,7 @@ class WeComAppChannel(Channel):
         key = f"wecom:{self.cfg.corp_id}:welcome"
         digest = hashlib.sha256(text.encode()).hexdigest()
         for attempt in range(1, attempts + 1):
-            if not await try_lease(self.runtime.db, key, self.runtime.instance, 60):
+            if not await try_lease(self.runtime.db, key, self.lease_holder, 60):
                 return  # another process is syncing
             try:
                 async with self.runtime.db.session() as session:
@@ -183,7 +187,7 @@ class WeComAppChannel(Channel):
             except Exception as exc:
                 log.warning("welcome template sync failed", extra={"attempt": attempt, "error": str(exc)})
             finally:
-                await release_lease(self.runtime.db, key, self.runtime.instance)
+                await release_lease(self.runtime.db, key, self.lease_holder)
             await asyncio.sleep(min(60.0, 2.0**attempt))
 
 
@@ -225,6 +229,8 @@ async def read_body(request: web.Request, limit: int, timeout_seconds: float) ->
     """The request body, refused if declared or found larger than `limit`, or not complete in time."""
     if request.content_length is not None and request.content_length > limit:
         raise Rejected(413, f"body of {request.content_length} bytes exceeds {limit}")
+    if request.content.is_eof() and request.content_length is not None:
+        return await request.read()  # already received whole (the usual case): no timer needed
     chunks: list[bytes] = []
     size = 0
     try:
