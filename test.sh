@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # Run the whole test suite (lint, then every test on SQLite and PostgreSQL).
-# PostgreSQL: QUNBOT_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres); without it
+# PostgreSQL: TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres); without it
 # the PostgreSQL half is skipped locally and fails in CI. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")"

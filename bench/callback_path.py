@@ -196,7 +196,7 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run (default 8)")
     parser.add_argument("--connections", default="16,64", help="comma-separated concurrency levels")
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--pg-admin-url", default=os.environ.get("QUNBOT_TEST_PG_URL",
+    parser.add_argument("--pg-admin-url", default=os.environ.get("TEST_PG_URL",
                                                                  "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()

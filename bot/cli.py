@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 
-from bot.config import Config, ConfigError, load_config, redacted
+from bot.config import Config, ConfigError, apply_overrides, load_config, redacted
 from bot.logs import setup_logging
 
 log = logging.getLogger("qunbot.cli")
@@ -40,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        if args.log_level:
-            config.log.level = args.log_level
-        if getattr(args, "host", None):
-            config.server.host = args.host
-        if getattr(args, "port", None):
-            config.server.port = args.port
+        apply_overrides(config, **{
+            "log.level": (args.log_level, "--log-level"),
+            "server.host": (getattr(args, "host", None), "--host"),
+            "server.port": (getattr(args, "port", None), "--port"),
+        })
     except ConfigError as exc:
         print(f"qunbot: {exc}", file=sys.stderr)
         return 2

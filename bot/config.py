@@ -22,7 +22,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan would make a duration or lease endless.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ServerConfig(_Section):
@@ -42,7 +43,8 @@ class DatabaseConfig(_Section):
     @field_validator("url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+        scheme = value.split(":", 1)[0] if ":" in value else ""
+        if scheme.split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 
@@ -233,6 +235,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid configuration: {file} is not valid TOML: {exc}") from exc
         for section, value in data.items():
+            origin[section] = str(file)
             if isinstance(value, dict):
                 for key in value:
                     origin[f"{section}.{key}"] = str(file)
@@ -241,8 +244,6 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
                             f"invalid configuration: {section}.{key} ({file}): secrets are read from the "
                             f"environment only; set {env_name(section, key)} instead"
                         )
-            else:
-                origin[section] = str(file)
 
     keys = _keys()
     for name, raw in environ.items():
@@ -268,24 +269,45 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from exc
-    _check_consistency(config)
+    _check_consistency(config, origin)
     return config
 
 
-def _check_consistency(config: Config) -> None:
+def _check_consistency(config: Config, origin: dict[str, str]) -> None:
     w = config.wecom
     if w.enabled:
         required = {"corp_id": w.corp_id, "token": w.token, "encoding_aes_key": w.encoding_aes_key}
         for key, value in required.items():
             if not value:
-                hint = f" (set {env_name('wecom', key)})" if ("wecom", key) in SECRET_KEYS else ""
-                raise ConfigError(f"invalid configuration: wecom.{key}: required when wecom.enabled{hint}")
+                where = origin.get("wecom.enabled", "config")
+                how = "set" if ("wecom", key) in SECRET_KEYS else "set it in the config file or set"
+                raise ConfigError(f"invalid configuration: wecom.{key}: required when wecom.enabled ({where}); "
+                                  f"{how} {env_name('wecom', key)}")
 
 
 def redacted(config: Config) -> dict[str, Any]:
-    """The effective configuration with secrets masked, for `qunbot config check`."""
+    """The effective configuration with secrets (and any database password) masked, for `qunbot config check`."""
+    from sqlalchemy.engine import make_url
+
     dump = config.model_dump()
     for section, key in SECRET_KEYS:
         if dump[section][key]:
             dump[section][key] = "***"
+    try:
+        dump["database"]["url"] = make_url(config.database.url).render_as_string(hide_password=True)
+    except Exception:  # noqa: S110 - an unparsable URL has no password to hide
+        pass
     return dump
+
+
+def apply_overrides(config: Config, **values: Any) -> None:
+    """Command-line overrides (e.g. server.port=--port), validated like the file and environment."""
+    for dotted, (value, flag) in values.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".")
+        try:
+            setattr(getattr(config, section), key, value)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"invalid configuration: {dotted} ({flag}): {msg}") from None

@@ -27,6 +27,7 @@ from bot.events import (
     TextMessage,
 )
 from storage import groups as group_store
+from storage import inbox as inbox_store
 from storage.activity import record_activity
 
 if TYPE_CHECKING:
@@ -203,9 +204,11 @@ class Dispatcher:
                                                          event.sender.name)
                 # Someone speaking is in the group even if we never saw them join.
                 await group_store.open_membership(session, group, member, joined_at=event.at, join_scene="seen")
-                await record_activity(session, group_id=group.id, member_id=member.id,  # type: ignore[arg-type]
-                                      day=ctx.local_day(event.at, group.timezone), at=event.at,
-                                      command=isinstance(event, Command))
+                # Counted once per event, also when a failed attempt is retried.
+                if event.id is None or await inbox_store.mark_recorded(session, event.id):
+                    await record_activity(session, group_id=group.id, member_id=member.id,  # type: ignore[arg-type]
+                                          day=ctx.local_day(event.at, group.timezone), at=event.at,
+                                          command=isinstance(event, Command))
 
     async def _route(self, ctx: Context) -> None:
         event = ctx.event

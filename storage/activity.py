@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, UniqueConstraint
+from sqlalchemy import Date, UniqueConstraint, case
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -41,7 +41,9 @@ async def record_activity(
         set_={
             "messages": table.c.messages + stmt.excluded.messages,
             "commands": table.c.commands + stmt.excluded.commands,
-            "last_at": stmt.excluded.last_at,
+            # Events may be processed out of order (retries, recovery): keep the earliest and latest.
+            "first_at": case((stmt.excluded.first_at < table.c.first_at, stmt.excluded.first_at), else_=table.c.first_at),
+            "last_at": case((stmt.excluded.last_at > table.c.last_at, stmt.excluded.last_at), else_=table.c.last_at),
         },
     )
     await session.execute(stmt)

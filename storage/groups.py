@@ -77,7 +77,10 @@ async def ensure_group(session: AsyncSession, channel: str, external_id: str, na
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=["channel", "external_id"])
     await session.execute(stmt)
-    row = await session.execute(select(Group).where(Group.channel == channel, Group.external_id == external_id))
+    row = await session.execute(
+        select(Group).where(Group.channel == channel, Group.external_id == external_id)
+        .execution_options(populate_existing=True)
+    )
     return row.scalar_one()
 
 
@@ -98,6 +101,7 @@ async def ensure_member(
     await session.execute(stmt)
     row = await session.execute(
         select(Member).where(Member.channel == channel, Member.external_id == external_id)
+        .execution_options(populate_existing=True)
     )
     return row.scalar_one()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Index, Text, UniqueConstraint, or_, select
+from sqlalchemy import Index, Text, UniqueConstraint, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -38,6 +38,8 @@ class InboxMessage(SQLModel, table=True):
     attempts: int = 0
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     processed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Set once the event's activity was counted, so a retried event is not counted twice.
+    recorded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     error: str | None = Field(default=None, sa_type=Text)
 
 
@@ -138,6 +140,16 @@ async def mark_failed(db: Database, message_id: int, error: str, *, final: bool)
         db, "UPDATE inbox SET status = ?, lease_until = NULL, error = ? WHERE id = ?",
         [FAILED if final else PENDING, error[:4000], message_id],
     )
+
+
+async def mark_recorded(session: AsyncSession, message_id: int) -> bool:
+    """Claim the right to count this event's activity, in the caller's transaction; False if already counted."""
+    result = await session.execute(
+        update(InboxMessage)
+        .where(InboxMessage.id == message_id, InboxMessage.recorded_at.is_(None))  # type: ignore[union-attr]
+        .values(recorded_at=utcnow())
+    )
+    return bool(result.rowcount)
 
 
 async def due_for_recovery(session: AsyncSession, *, older_than: datetime, limit: int = 100) -> list[int]:

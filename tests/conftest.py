@@ -18,7 +18,7 @@ from bot.config import Config, load_config
 from bot.runtime import Runtime
 from storage.migrate import upgrade
 
-PG_ADMIN_URL = os.environ.get("QUNBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES_IN_FK_ORDER = None
 
 
@@ -50,7 +50,7 @@ def pg_template() -> str:
     if problem:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI and not reachable at {PG_ADMIN_URL}: {problem}")
-        pytest.skip(f"PostgreSQL not reachable ({problem}); set QUNBOT_TEST_PG_URL")
+        pytest.skip(f"PostgreSQL not reachable ({problem}); set TEST_PG_URL")
     name = f"qunbot_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     async def create() -> None:

@@ -174,8 +174,6 @@ def test_run_with_an_invalid_config_exits_before_serving(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: bot/cli.py main() ignores `--port 0` (falsy) and lets the pydantic "
-                                       "ValidationError of `--port 70000` escape as a traceback (exit 1)")
 @pytest.mark.parametrize("port", ["0", "70000"])
 def test_run_rejects_a_bad_port_option_like_a_config_error(tmp_path, port):
     config_port = free_port()

@@ -262,8 +262,6 @@ def test_error_names_the_key_and_its_origin(tmp_path, text, env, key, where):
     assert (str(path) if where == FILE else where) in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: bot/config.py _describe() has no origin for a whole section and "
-                                       "says '(config)' instead of the file path")
 def test_unknown_section_names_the_file(tmp_path):
     path = write(tmp_path, "[serve]\nport = 1\n")
     message = error_of(path)
@@ -271,8 +269,6 @@ def test_unknown_section_names_the_file(tmp_path):
     assert str(path) in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="bug: bot/config.py DatabaseConfig._known_backend checks a bare prefix, "
-                                       "so 'sqlitex' or 'postgresqlfoo://' pass")
 @pytest.mark.parametrize("url", ["sqlitefoo", "postgresqlfoo://u@h/db"])
 def test_database_url_scheme_is_checked_exactly(url):
     assert "database.url" in error_of(QUNBOT_DATABASE_URL=url)
@@ -334,8 +330,6 @@ def test_wecom_enabled_without_corp_id_names_the_key(tmp_path):
     assert "wecom.corp_id" in message and "wecom.enabled" in message
 
 
-@pytest.mark.xfail(strict=True, reason="gap: bot/config.py _check_consistency gives no env var for wecom.corp_id "
-                                       "(only for secrets) and never says where wecom.enabled came from")
 def test_wecom_enabled_without_corp_id_names_the_variable_and_origin(tmp_path):
     path = write(tmp_path, "[wecom]\nenabled = true\n")
     message = error_of(path, QUNBOT_WECOM_TOKEN="tok", QUNBOT_WECOM_ENCODING_AES_KEY=AES_KEY)

@@ -12,7 +12,6 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 from sqlalchemy import func, select, update
 
 from bot.events import Command, Person, TextMessage, event_from_json
@@ -197,10 +196,6 @@ async def test_activity_uses_the_groups_own_timezone(bot):
     assert ("g1", date(2026, 1, 2)) in days  # default Asia/Shanghai: 00:30 on 2 January
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "storage.activity.record_activity overwrites last_at with the incoming event's time and never lowers "
-    "first_at, so an event processed late (recovery, retries, concurrent workers) moves last_at backwards; "
-    "it should keep min(first_at) / max(last_at)"))
 async def test_activity_first_and_last_times_hold_when_events_are_processed_out_of_order(bot):
     at = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
     await accept_and_process(bot, text_event("后发的消息", at=at + timedelta(minutes=10)))
@@ -210,10 +205,6 @@ async def test_activity_first_and_last_times_hold_when_events_are_processed_out_
     assert (first_at, last_at) == (at, at + timedelta(minutes=10))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bot.dispatcher.Dispatcher._record commits the activity count in its own transaction before the handlers "
-    "and delivery run; when delivery fails the inbox retries the event and _record counts the same message "
-    "again (commands=2 for one 帮助), so activity is not recorded exactly once per event"))
 async def test_a_retried_event_counts_its_message_once(bot, monkeypatch):
     fail_delivery(bot, monkeypatch, ConnectionError("发送超时"))
     event = text_event("帮助")

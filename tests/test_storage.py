@@ -280,11 +280,6 @@ async def test_ensure_group_and_member_keep_names_up_to_date(db):
     assert updated.updated_at > created.updated_at
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "storage.groups.ensure_group / ensure_member re-select the row with a plain select(); while the session "
-    "still holds the object from an earlier ensure_* (the caller keeps a reference), the identity map hands "
-    "back that stale object, so the returned name/kind are the old ones although the row was updated "
-    "(needs .execution_options(populate_existing=True) on the select)"))
 async def test_ensure_group_and_member_return_the_updated_row_within_one_session(db):
     async with db.session() as session:
         group = await ensure_group(session, "simulator", "g1")
