@@ -32,6 +32,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _log_fields(event: Event, attempt: int) -> dict[str, object]:
+    return {"event_id": event.id, "channel": event.channel, "event_key": event.key, "event_type": event.type_name,
+            "group": event.group, "attempt": attempt}
+
+
 class InboxUnavailable(Exception):
     """The event could not be stored; the door must not acknowledge it."""
 
@@ -50,6 +55,13 @@ class GroupCommit(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    def submit_nowait(self, item: T) -> None:
+        """Queue an item whose result nobody waits for (it is written with the next batch)."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume_exception)
+        self._pending.append((item, future))
+        self._wakeup.set()
+
     async def submit(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
@@ -67,6 +79,8 @@ class GroupCommit(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
+            # Let the requests already being read in this loop iteration join the batch: one commit fewer each.
+            await asyncio.sleep(0)
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending[: self._batch_max], self._pending[self._batch_max :]
@@ -81,6 +95,11 @@ class GroupCommit(Generic[T, R]):
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
+
+
+def _consume_exception(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()  # logged by the writer already; the lease makes the event come back
 
 
 class Inbox:
@@ -139,8 +158,6 @@ class Inbox:
         """Dispatch an accepted (claimed) event and deliver its replies; the replies, or None on failure."""
         assert event.id is not None, "accept the event first"
         runtime = self.runtime
-        fields = {"event_id": event.id, "channel": event.channel, "event_key": event.key,
-                  "event_type": event.type_name, "group": event.group, "attempt": attempt}
         self._inflight.add(event.id)
         try:
             channel = runtime.channels.get(event.channel)
@@ -152,6 +169,7 @@ class Inbox:
                 await channel.deliver(ctx.event, ctx.replies)
         except Exception as exc:
             final = attempt >= self.cfg.max_attempts
+            fields = _log_fields(event, attempt)
             log.exception("event processing failed", extra={**fields, "final": final})
             try:
                 await store.mark_failed(runtime.db, event.id, f"{type(exc).__name__}: {exc}", final=final)
@@ -163,8 +181,11 @@ class Inbox:
         if ctx.errors:
             await store.note_handler_errors(runtime.db, event.id, "; ".join(ctx.errors))
         else:
-            await self._journal.submit(event.id)
-        log.info("event processed", extra={**fields, "replies": len(ctx.replies), "handler_errors": len(ctx.errors)})
+            # Marked done with the next batch; if that never commits, the lease brings the event back.
+            self._journal.submit_nowait(event.id)
+        if log.isEnabledFor(logging.INFO):
+            log.info("event processed", extra={**_log_fields(event, attempt), "replies": len(ctx.replies),
+                                               "handler_errors": len(ctx.errors)})
         return ctx.replies
 
     async def _recovery(self, interval: float = 5.0) -> None:

@@ -71,27 +71,34 @@ async def write_batch(
         unique.setdefault((item.channel, item.message_key), item)
     rows = list(unique.values())
     stamp, until = conn.stamp(now), conn.stamp(now + lease)
-    done_sql = (
-        "UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "  # noqa: S608 - placeholders only
-        f"WHERE id IN ({fastsql.placeholders(len(done_ids))})"
-    )
-    done_params: list[object] = [stamp, *done_ids]
-    insert_sql = (
-        "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "  # noqa: S608 - placeholders only
-        "VALUES " + ", ".join(f"({fastsql.placeholders(6)}, 'processing', 1)" for _ in rows)
-        + " ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key"
-    )
-    insert_params = [v for m in rows for v in (m.channel, m.message_key, m.event_type, m.payload, stamp, until)]
-    statements: list[fastsql.Statement] = []
-    if conn.postgres and done_ids and rows:
-        statements.append((f"WITH done AS ({done_sql}) {insert_sql}", done_params + insert_params))
-    else:
-        if done_ids:
-            statements.append((done_sql, done_params))
-        if rows:
-            statements.append((insert_sql, insert_params))
-    if not statements:
+    if not rows and not done_ids:
         return {}
+    if conn.postgres:
+        # One constant statement (arrays, not a placeholder per value), so asyncpg prepares it once.
+        statements: list[fastsql.Statement] = [(
+            "WITH done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
+            "WHERE id = ANY(?::int[])) "
+            "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
+            "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
+            "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
+            [stamp, done_ids, stamp, until, [m.channel for m in rows], [m.message_key for m in rows],
+             [m.event_type for m in rows], [m.payload for m in rows]],
+        )]
+    else:
+        statements = []
+        if done_ids:
+            statements.append((
+                "UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "  # noqa: S608 - placeholders only
+                f"WHERE id IN ({fastsql.placeholders(len(done_ids))})",
+                [stamp, *done_ids],
+            ))
+        if rows:
+            statements.append((
+                "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "  # noqa: S608 - placeholders only
+                "VALUES " + ", ".join(f"({fastsql.placeholders(6)}, 'processing', 1)" for _ in rows)
+                + " ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
+                [v for m in rows for v in (m.channel, m.message_key, m.event_type, m.payload, stamp, until)],
+            ))
     results = await conn.transaction(statements)
     inserted = results[-1] if rows else []
     return {(channel, key): message_id for message_id, channel, key in inserted}
