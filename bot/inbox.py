@@ -13,6 +13,7 @@ over; a failed attempt goes back to 'pending' and is retried up to inbox.max_att
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -48,12 +49,14 @@ class GroupCommit(Generic[T, R]):
     extra when it is quiet. Each caller gets its own item's result.
     """
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], batch_max: int) -> None:
-        self._write = write
+    def __init__(self, writers: list[Callable[[list[T]], Awaitable[list[R]]]], batch_max: int) -> None:
+        # One lane per writer: with several, a batch can go out while the previous one awaits its commit.
+        self._writers = writers
         self._batch_max = batch_max
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writing = 0
 
     def submit_nowait(self, item: T) -> None:
         """Queue an item whose result nobody waits for (it is written with the next batch)."""
@@ -68,34 +71,45 @@ class GroupCommit(Generic[T, R]):
         self._wakeup.set()
         return await future
 
+    async def idle(self) -> None:
+        """Wait until everything submitted so far is written."""
+        while self._pending or self._writing:  # noqa: ASYNC110 - shutdown and tests only
+            await asyncio.sleep(0.005)
+
     def start(self, name: str) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(write), name=f"{name}-{n}") for n, write in enumerate(self._writers)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _run(self, write: Callable[[list[T]], Awaitable[list[R]]]) -> None:
         while True:
             await self._wakeup.wait()
             # Let the requests already being read in this loop iteration join the batch: one commit fewer each.
             await asyncio.sleep(0)
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self._batch_max], self._pending[self._batch_max :]
-                try:
-                    results = await self._write([item for item, _ in batch])
-                except Exception as exc:
-                    log.exception("batch write failed", extra={"batch": len(batch)})
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(InboxUnavailable(str(exc)))
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
+            if not self._pending:
+                self._wakeup.clear()
+                continue
+            batch, self._pending = self._pending[: self._batch_max], self._pending[self._batch_max :]
+            if not self._pending:
+                self._wakeup.clear()
+            self._writing += 1
+            try:
+                results = await write([item for item, _ in batch])
+            except Exception as exc:
+                log.exception("batch write failed", extra={"batch": len(batch)})
+                for _, future in batch:
                     if not future.done():
-                        future.set_result(result)
-
+                        future.set_exception(InboxUnavailable(str(exc)))
+                continue
+            finally:
+                self._writing -= 1
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 def _consume_exception(future: asyncio.Future[object]) -> None:
     if not future.cancelled():
@@ -107,9 +121,12 @@ class Inbox:
         self.runtime = runtime
         self.cfg = runtime.config.inbox
         self.lease = timedelta(seconds=self.cfg.lease_seconds)
-        self._conn = fastsql.FastConnection(runtime.db)
-        # One writer for both: a batch inserts new events and marks finished ones done in one round trip.
-        self._journal: GroupCommit[store.NewMessage | int, int | None] = GroupCommit(self._write, self.cfg.batch_max)
+        # SQLite has one writer anyway (and writes synchronously); PostgreSQL overlaps a few round trips.
+        lanes = 3 if runtime.db.dialect == "postgresql" else 1
+        self._conns = [fastsql.FastConnection(runtime.db) for _ in range(lanes)]
+        # One journal for both: a batch inserts new events and marks finished ones done in one round trip.
+        self._journal: GroupCommit[store.NewMessage | int, int | None] = GroupCommit(
+            [functools.partial(self._write, conn) for conn in self._conns], self.cfg.batch_max)
         self._slots = asyncio.Semaphore(self.cfg.workers)
         self._tasks: set[asyncio.Task[object]] = set()
         self._recovery_task: asyncio.Task[None] | None = None
@@ -126,10 +143,10 @@ class Inbox:
         event.id = await self._journal.submit(item)
         return event.id
 
-    async def _write(self, items: list[store.NewMessage | int]) -> list[int | None]:
+    async def _write(self, conn: fastsql.FastConnection, items: list[store.NewMessage | int]) -> list[int | None]:
         new = [i for i in items if isinstance(i, store.NewMessage)]
         done = [i for i in items if isinstance(i, int)]
-        inserted = await store.write_batch(self._conn, new, done, lease=self.lease)
+        inserted = await store.write_batch(conn, new, done, lease=self.lease)
         seen: set[tuple[str, str]] = set()
         results: list[int | None] = []
         for item in items:
@@ -152,10 +169,14 @@ class Inbox:
 
     async def _bounded(self, event: Event, attempt: int = 1) -> None:
         async with self._slots:
-            await self.process(event, attempt)
+            await self.process(event, attempt, wait_for_done=False)
 
-    async def process(self, event: Event, attempt: int = 1) -> list[Reply] | None:
-        """Dispatch an accepted (claimed) event and deliver its replies; the replies, or None on failure."""
+    async def process(self, event: Event, attempt: int = 1, *, wait_for_done: bool = True) -> list[Reply] | None:
+        """Dispatch an accepted (claimed) event and deliver its replies; the replies, or None on failure.
+
+        Background work need not wait for its done mark: it is written with the next batch, and if that
+        never commits the lease brings the event back.
+        """
         assert event.id is not None, "accept the event first"
         runtime = self.runtime
         self._inflight.add(event.id)
@@ -180,8 +201,9 @@ class Inbox:
             self._inflight.discard(event.id)
         if ctx.errors:
             await store.note_handler_errors(runtime.db, event.id, "; ".join(ctx.errors))
+        elif wait_for_done:
+            await self._journal.submit(event.id)
         else:
-            # Marked done with the next batch; if that never commits, the lease brings the event back.
             self._journal.submit_nowait(event.id)
         if log.isEnabledFor(logging.INFO):
             log.info("event processed", extra={**_log_fields(event, attempt), "replies": len(ctx.replies),
@@ -209,6 +231,7 @@ class Inbox:
         """Wait until every event being processed here is finished (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._journal.idle()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -226,4 +249,5 @@ class Inbox:
             self._recovery_task.cancel()
             await asyncio.gather(self._recovery_task, return_exceptions=True)
         await self._journal.stop()
-        await self._conn.close()
+        for conn in self._conns:
+            await conn.close()
