@@ -52,5 +52,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("jieba").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # The drivers log every statement with its parameters at DEBUG: message texts, tokens. Never ours to print.
-    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level) if isinstance(level, str) else level))
+    # (SQLAlchemy logs statements at INFO, the drivers at DEBUG.)
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(name).setLevel(logging.WARNING)

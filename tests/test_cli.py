@@ -248,3 +248,14 @@ def test_run_serves_the_simulator_and_stops_on_sigint(tmp_path):
     fields = dict(pair.split("=", 1) for pair in pairs)
     assert fields["event_type"] == "member_joined" and fields["group"] == "g1" and fields["replies"] == "1"
     assert "Traceback" not in "\n".join(lines)
+
+
+def test_statements_and_their_parameters_are_never_logged():
+    import logging
+
+    from bot.logs import setup_logging
+
+    for level in ("DEBUG", "INFO"):
+        setup_logging(level)
+        for name in ("sqlalchemy.engine", "aiosqlite", "asyncpg"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), (level, name)
