@@ -139,8 +139,9 @@ class Server:
         self.proc.send_signal(signal.SIGINT)
         try:
             self.proc.wait(20)
-            if os.environ.get("BENCH_SHOW_STDERR"):
-                print(self.proc.stderr.read().decode()[-2000:])
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            if self.proc.returncode not in (0, None) or "Traceback" in err:
+                print(f"server exited {self.proc.returncode}:\n{err[-2000:]}")
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
