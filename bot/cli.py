@@ -29,6 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_sub.add_parser("upgrade", help="apply database migrations up to the latest")
 
+    welcome = sub.add_parser("welcome", help="a group's welcome message: show, set the text or rules, switch on/off")
+    welcome_sub = welcome.add_subparsers(dest="welcome_command", required=True, metavar="WELCOME_COMMAND")
+    for name, text in (("show", "print the group's welcome settings and a preview"),
+                       ("set", "set the group's welcome text and/or rules (\"\" resets to the default)"),
+                       ("on", "switch welcomes on for the group"), ("off", "switch welcomes off for the group")):
+        p = welcome_sub.add_parser(name, help=text)
+        p.add_argument("--group", required=True, help="the group id on its channel (e.g. g1, or a WeCom chat id)")
+        p.add_argument("--channel", default="simulator", help="the channel the group is on (default: simulator)")
+        if name == "set":
+            p.add_argument("--text", help="template with {names} {group_name} {member_count} {rules} {count}")
+            p.add_argument("--rules", help="the group rules shown in the welcome")
+
     cfg = sub.add_parser("config", help="configuration commands")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="CONFIG_COMMAND")
     check = cfg_sub.add_parser("check", help="validate the configuration and print it (secrets masked)")
@@ -58,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_db_upgrade(config))
     if args.command == "run":
         return _run(config)
+    if args.command == "welcome":
+        return asyncio.run(_welcome(config, args))
     return 2
 
 
@@ -67,6 +81,38 @@ async def _db_upgrade(config: Config) -> int:
     await upgrade(config.database.url)
     log.info("database upgraded", extra={"database": config.database.url.split("@")[-1]})
     return 0
+
+
+async def _welcome(config: Config, args: argparse.Namespace) -> int:
+    from handlers.welcome import preview_welcome, update_welcome_settings
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    if config.auto_migrate:
+        await upgrade(config.database.url)
+    db = Database(config.database.url)
+    try:
+        if args.welcome_command == "set" and args.text is None and args.rules is None:
+            print("qunbot: welcome set needs --text and/or --rules", file=sys.stderr)
+            return 2
+        changes: dict[str, object] = {}
+        if args.welcome_command in ("on", "off"):
+            changes["enabled"] = args.welcome_command == "on"
+        if args.welcome_command == "set":
+            for key in ("text", "rules"):
+                value = getattr(args, key)
+                if value is not None:
+                    changes["template" if key == "text" else key] = value or None
+        try:
+            if changes:
+                await update_welcome_settings(db, args.channel, args.group, **changes)
+            print(await preview_welcome(db, config, args.channel, args.group))
+        except ValueError as exc:
+            print(f"qunbot: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    finally:
+        await db.close()
 
 
 def _run(config: Config) -> int:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import string
 import time
 
 from sqlalchemy import select
 
+from bot.config import Config
 from bot.dispatcher import Context, Registry
 from bot.events import MemberJoined, Reply
 from bot.runtime import Runtime
-from bot.templates import render_text
+from bot.templates import Templates, render_text
 from storage import groups as group_store
 from storage import welcome as store
-from storage.db import utcnow
+from storage.db import Database, utcnow
 from storage.groups import Member
 
 log = logging.getLogger("qunbot.welcome")
@@ -79,13 +81,51 @@ async def _wait_for_burst_to_end(ctx: Context, group_id: int, window: float) -> 
 def render_welcome(ctx: Context, *, group_name: str, names: list[str], member_count: int,
                    template: str | None = None, rules: str | None = None) -> str:
     """The welcome text for these newcomers, from the group's template or the configured default."""
-    templates = ctx.templates
-    rules = rules if rules is not None else ctx.config.welcome.rules
+    return _render(ctx.config, ctx.templates, group_name=group_name, names=names, member_count=member_count,
+                   template=template, rules=rules)
+
+
+def _render(config: Config, templates: Templates, *, group_name: str, names: list[str], member_count: int,
+            template: str | None, rules: str | None) -> str:
+    rules = rules if rules is not None else config.welcome.rules
     rules_line = templates.render("welcome.rules_line", rules=rules) if rules else ""
     separator = templates.raw("welcome.name_separator")
-    text = template or ctx.config.welcome.template or templates.raw("welcome.default")
+    text = template or config.welcome.template or templates.raw("welcome.default")
     return render_text(text, names=separator.join(f"@{n}" for n in names), count=len(names),
                        group_name=group_name, member_count=member_count, rules=rules_line).strip()
+
+
+PLACEHOLDERS = {"names", "group_name", "member_count", "rules", "count"}
+
+
+async def update_welcome_settings(db: Database, channel: str, group: str, **changes: object) -> None:
+    """Change a group's welcome switch, text or rules (None resets to the default); checks placeholders."""
+    template = changes.get("template")
+    if isinstance(template, str):
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        except ValueError as exc:
+            raise ValueError(f"welcome text has a stray brace: {exc}") from None
+        unknown = used - PLACEHOLDERS
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join(sorted(unknown))}; "
+                             f"use {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))}")
+    async with db.session() as session:
+        row = await group_store.ensure_group(session, channel, group)
+        await store.save_settings(session, row.id, **changes)  # type: ignore[arg-type]
+
+
+async def preview_welcome(db: Database, config: Config, channel: str, group: str) -> str:
+    """The group's settings and the welcome a newcomer named 小新 would get now."""
+    async with db.session() as session:
+        row = await group_store.ensure_group(session, channel, group)
+        settings = await store.get_settings(session, row.id)  # type: ignore[arg-type]
+        count = await group_store.member_count(session, row)
+    enabled = config.welcome.enabled if settings is None or settings.enabled is None else settings.enabled
+    text = _render(config, Templates(config.templates.file or None), group_name=row.name or row.external_id,
+                   names=["小新"], member_count=count + 1, template=settings.template if settings else None,
+                   rules=settings.rules if settings else None)
+    return f"group {channel}/{group}: welcome {'on' if enabled else 'off'}\n---\n{text}"
 
 
 def platform_welcome_text(runtime: Runtime) -> str:

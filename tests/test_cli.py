@@ -259,3 +259,18 @@ def test_statements_and_their_parameters_are_never_logged():
         setup_logging(level)
         for name in ("sqlalchemy.engine", "aiosqlite", "asyncpg"):
             assert not logging.getLogger(name).isEnabledFor(logging.INFO), (level, name)
+
+
+def test_welcome_command_sets_text_rules_and_switch(tmp_path, monkeypatch, capsys):
+    from bot.cli import main
+
+    monkeypatch.setenv("QUNBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    assert main(["welcome", "set", "--group", "g9", "--text", "欢迎{names}加入{group_name}{rules}", "--rules", "不发广告"]) == 0
+    out = capsys.readouterr().out
+    assert "welcome on" in out and "欢迎@小新加入g9\n📌 群规：不发广告" in out
+    assert main(["welcome", "off", "--group", "g9"]) == 0
+    assert "welcome off" in capsys.readouterr().out
+    assert main(["welcome", "set", "--group", "g9", "--text", "hi {nmes}"]) == 2
+    assert "unknown placeholder(s) nmes" in capsys.readouterr().err
+    assert main(["welcome", "set", "--group", "g9", "--text", ""]) == 0  # back to the default text
+    assert "加入「g9」" in capsys.readouterr().out
