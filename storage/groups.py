@@ -139,27 +139,6 @@ async def close_membership(
     return bool(result.rowcount)
 
 
-async def update_membership_details(
-    session: AsyncSession, group: Group, member: Member, *, join_scene: str | None, inviter: Member | None,
-    joined_at: datetime | None = None,
-) -> None:
-    """Fill in join details learned later (e.g. from groupchat/get) on the open stay."""
-    values: dict[str, object] = {}
-    if join_scene is not None:
-        values["join_scene"] = join_scene
-    if inviter is not None:
-        values["inviter_id"] = inviter.id
-    if joined_at is not None:
-        values["joined_at"] = joined_at
-    if values:
-        await session.execute(
-            update(Membership)
-            .where(Membership.group_id == group.id, Membership.member_id == member.id,
-                   Membership.left_at.is_(None))  # type: ignore[union-attr]
-            .values(**values)
-        )
-
-
 async def member_count(session: AsyncSession, group: Group) -> int:
     """How many members the bot knows to be in the group now."""
     result = await session.execute(
@@ -167,11 +146,6 @@ async def member_count(session: AsyncSession, group: Group) -> int:
         .where(Membership.group_id == group.id, Membership.left_at.is_(None))  # type: ignore[union-attr]
     )
     return int(result.scalar_one())
-
-
-async def find_group(session: AsyncSession, channel: str, external_id: str) -> Group | None:
-    result = await session.execute(select(Group).where(Group.channel == channel, Group.external_id == external_id))
-    return result.scalar_one_or_none()
 
 
 async def dismiss_group(session: AsyncSession, group: Group, at: datetime) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.events import Event, Reply
@@ -29,9 +29,6 @@ class Capabilities:
     mentions: bool = False
     markdown: bool = False
     images: bool = False
-
-    def as_dict(self) -> dict[str, bool]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Channel:
