@@ -7,6 +7,7 @@ file that is committed or shared can never carry them.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -128,8 +129,16 @@ class WeComConfig(_Section):
         return value
 
 
+class AdminsConfig(_Section):
+    # Bot admins: may use every command in every group. Each entry is a platform user id ("zhangsan"), or
+    # "channel:user" to name the user on one channel only ("wecom:zhangsan", "simulator:u1").
+    bot_admins: list[str] = []
+    # Group owners and admins as the platform reports them count as group admins.
+    trust_platform_admins: bool = True
+
+
 class TemplatesConfig(_Section):
-    # A TOML file overriding any of the default texts in bot/templates/zh.toml.
+    # A TOML file overriding any of the default texts in bot/templates/zh/*.toml.
     file: str = ""
 
     @field_validator("file")
@@ -149,6 +158,7 @@ class Config(_Section):
     inbox: InboxConfig = InboxConfig()
     welcome: WelcomeConfig = WelcomeConfig()
     wecom: WeComConfig = WeComConfig()
+    admins: AdminsConfig = AdminsConfig()
     templates: TemplatesConfig = TemplatesConfig()
 
     @field_validator("timezone")
@@ -203,6 +213,17 @@ def _parse_env_value(raw: str, annotation: Any) -> Any:
         raise ValueError(f"expected true or false, got {raw!r}")
     if "None" in text and raw.strip().lower() in ("", "none"):
         return None
+    stripped = raw.strip()
+    if text.startswith(("list[", "dict[")) or stripped.startswith(("[", "{")):
+        if stripped.startswith(("[", "{")):
+            try:
+                return json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"expected JSON, got {raw!r}: {exc.msg}") from None
+        if text.startswith("list["):
+            # A plain comma-separated list: "a,b,c".
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        raise ValueError(f"expected a JSON object, got {raw!r}")
     return raw  # pydantic coerces numbers from strings
 
 

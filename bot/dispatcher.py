@@ -3,6 +3,14 @@
 Stages: parse commands → record activity (groups, members, memberships, daily activity) → route to the
 handlers registered for the event's type. A handler that raises is logged with the event id; the other
 handlers still run and their replies are still delivered.
+
+Commands declare who may use them (member, group admin, bot admin). A refused command gets a polite
+answer, a handler that raises UsageError gets the command's usage hint, and every admin command is
+written to the audit log with its result.
+
+A 1:1 chat has no group; its messages are recorded in the channel's 1:1 scope (a group row whose
+external id is DIRECT_SCOPE), so check-ins, points and lotteries work there too, shared by everyone who
+talks to the bot 1:1 on that door.
 """
 
 from __future__ import annotations
@@ -26,15 +34,21 @@ from bot.events import (
     Reply,
     TextMessage,
 )
+from bot.permissions import Role, role_of
+from storage import admins as admin_store
+from storage import audit as audit_store
 from storage import groups as group_store
 from storage import inbox as inbox_store
 from storage.activity import record_activity
+from storage.groups import Group, Member
 
 if TYPE_CHECKING:
     from bot.channels.base import Channel
     from bot.runtime import Runtime
 
 log = logging.getLogger("qunbot.dispatch")
+
+DIRECT_SCOPE = "@direct"
 
 HandlerResult = Reply | str | Iterable[Reply | str] | None
 Handler = Callable[[Any, "Context"], Awaitable[HandlerResult]]
@@ -50,6 +64,13 @@ class CommandSpec:
     description: str
     usage: str = ""
     feature: str = ""
+    role: Role = Role.MEMBER
+    # Written to the audit log (by default: every command above member level).
+    audited: bool = False
+
+
+class UsageError(Exception):
+    """Raised by a command handler when its arguments are malformed: the caller gets the usage hint."""
 
 
 @dataclass
@@ -61,6 +82,12 @@ class Context:
     event: Event
     replies: list[Reply] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The event's group as stored (for a 1:1 chat: the channel's 1:1 scope) and the sender, once recorded.
+    group_row: Group | None = None
+    member_row: Member | None = None
+    # What an admin command did, for the audit log (defaults to its first reply).
+    audit_detail: str = ""
+    _role: Role | None = None
 
     @property
     def db(self):  # noqa: ANN201 - storage.db.Database
@@ -80,6 +107,31 @@ class Context:
 
     def local_day(self, at: datetime, tz: str | None = None) -> date:
         return at.astimezone(ZoneInfo(tz or self.runtime.config.timezone)).date()
+
+    @property
+    def timezone(self) -> str:
+        """The group's timezone (the bot's default when the group has none)."""
+        if self.group_row is not None and self.group_row.timezone:
+            return self.group_row.timezone
+        return self.runtime.config.timezone
+
+    def today(self) -> date:
+        """The event's local day in its group's timezone."""
+        return self.local_day(self.event.at, self.timezone)
+
+    @property
+    def sender(self) -> str:
+        return getattr(self.event, "sender", None) and self.event.sender.user or ""  # type: ignore[attr-defined]
+
+    async def role(self) -> Role:
+        """The sender's role in the event's group (cached for the event)."""
+        if self._role is None:
+            async with self.db.session() as session:
+                self._role = await role_of(
+                    session, self.config, channel=self.event.channel, user=self.sender,
+                    group_id=self.group_row.id if self.group_row else None,
+                    member_id=self.member_row.id if self.member_row else None)
+        return self._role
 
 
 class Registry:
@@ -104,11 +156,16 @@ class Registry:
 
         return register
 
-    def command(self, name: str, *aliases: str, description: str = "", usage: str = "") -> Callable[[Handler], Handler]:
-        """Decorator: call the handler when a message starts with the command's name or an alias."""
+    def command(self, name: str, *aliases: str, description: str = "", usage: str = "",
+                role: Role = Role.MEMBER, audited: bool | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: call the handler when a message starts with the command's name or an alias.
+
+        `role` is the least role that may use it; `usage` is shown when the handler raises UsageError.
+        """
 
         def register(fn: Handler) -> Handler:
-            spec = CommandSpec(name, aliases, fn, description, usage, self._feature)
+            spec = CommandSpec(name, aliases, fn, description, usage, self._feature, role,
+                               role > Role.MEMBER if audited is None else audited)
             for word in (name, *aliases):
                 key = normalize_command_word(word)
                 if key in self.commands:
@@ -179,11 +236,17 @@ class Dispatcher:
     async def _record(self, ctx: Context) -> None:
         """Keep groups, members, memberships and daily activity up to date (a failure here retries the event)."""
         event = ctx.event
-        if event.group is None:
+        scope = event.group
+        if scope is None and isinstance(event, TextMessage) and event.sender.user:
+            scope = DIRECT_SCOPE
+        if scope is None:
             return
         async with self.runtime.db.session() as session:
             name = event.name if isinstance(event, GroupCreated) else event.group_name
-            group = await group_store.ensure_group(session, event.channel, event.group, name)
+            if scope == DIRECT_SCOPE:
+                name = self.runtime.templates.raw("scope.direct_name")
+            group = await group_store.ensure_group(session, event.channel, scope, name)
+            ctx.group_row = group
             if isinstance(event, MemberJoined):
                 for person in event.members:
                     member = await group_store.ensure_member(session, event.channel, person.user, person.name, person.kind)
@@ -192,6 +255,10 @@ class Dispatcher:
                                if inviter_id else None)
                     await group_store.open_membership(session, group, member, joined_at=event.at,
                                                       join_scene=person.scene or event.scene, inviter=inviter)
+                if event.admins is not None:
+                    admins = [((await group_store.ensure_member(session, event.channel, user)).id, role)
+                              for user, role in event.admins.items()]
+                    await admin_store.set_platform_admins(session, group.id, admins)  # type: ignore[arg-type]
             elif isinstance(event, MemberLeft):
                 for person in event.members:
                     member = await group_store.ensure_member(session, event.channel, person.user, person.name)
@@ -202,6 +269,13 @@ class Dispatcher:
             elif isinstance(event, TextMessage) and event.sender.user:
                 member = await group_store.ensure_member(session, event.channel, event.sender.user,
                                                          event.sender.name)
+                ctx.member_row = member
+                if event.sender.role in ("owner", "admin"):
+                    await admin_store.add_admin(session, group.id, member.id,  # type: ignore[arg-type]
+                                                source=admin_store.PLATFORM, detail=event.sender.role)
+                elif event.sender.role == "member":
+                    await admin_store.remove_admin(session, group.id, member.id,  # type: ignore[arg-type]
+                                                   source=admin_store.PLATFORM)
                 # Someone speaking is in the group even if we never saw them join.
                 await group_store.open_membership(session, group, member, joined_at=event.at, join_scene="seen")
                 # Counted once per event, also when a failed attempt is retried.
@@ -215,12 +289,17 @@ class Dispatcher:
         targets: list[tuple[str, Handler]] = [
             (name, fn) for event_type, name, fn in self.registry.handlers if isinstance(event, event_type)
         ]
+        spec: CommandSpec | None = None
         if isinstance(event, Command):
             spec = self.registry.commands[normalize_command_word(event.name)]
             targets.append((f"{spec.feature}.{spec.name}", spec.handler))
         for name, fn in targets:
+            is_command = spec is not None and fn is spec.handler
             try:
-                result = await fn(event, ctx)
+                if is_command:
+                    result = await self._run_command(spec, event, ctx)  # type: ignore[arg-type]
+                else:
+                    result = await fn(event, ctx)
             except Exception as exc:
                 ctx.errors.append(f"{name}: {type(exc).__name__}: {exc}")
                 log.exception("handler failed", extra={"event_id": event.id, "event_key": event.key,
@@ -228,6 +307,43 @@ class Dispatcher:
                                                        "handler": name})
                 continue
             ctx.replies.extend(_as_replies(result))
+
+    async def _run_command(self, spec: CommandSpec, event: Command, ctx: Context) -> HandlerResult:
+        """Check the caller's role, run the command, turn UsageError into the usage hint, audit."""
+        templates = self.runtime.templates
+        role = await ctx.role()
+        if role < spec.role:
+            reply: HandlerResult = Reply(templates.render(
+                "command.refused", name=spec.name, role=templates.raw(f"roles.{spec.role.label}")))
+            await self._audit(spec, event, ctx, audit_store.REFUSED, f"caller is {role.label}")
+            return reply
+        try:
+            result = await spec.handler(event, ctx)
+        except UsageError as exc:
+            hint = templates.render("command.usage", name=spec.name, usage=spec.usage or spec.name)
+            problem = str(exc)
+            text = f"{templates.render('command.problem', problem=problem)}\n{hint}" if problem else hint
+            await self._audit(spec, event, ctx, audit_store.USAGE, problem)
+            return Reply(text)
+        except Exception as exc:
+            await self._audit(spec, event, ctx, audit_store.ERROR, f"{type(exc).__name__}: {exc}")
+            raise
+        if spec.audited:
+            detail = ctx.audit_detail or next((r.text for r in _as_replies(result)), "")
+            await self._audit(spec, event, ctx, audit_store.OK, detail)
+        return result
+
+    async def _audit(self, spec: CommandSpec, event: Command, ctx: Context, result: str, detail: str) -> None:
+        if not spec.audited:
+            return
+        try:
+            async with self.runtime.db.session() as session:
+                await audit_store.record(session, source="chat", channel=event.channel,
+                                         group=event.group or (ctx.group_row.external_id if ctx.group_row else ""),
+                                         actor=event.sender.user, command=spec.name, args=event.args,
+                                         result=result, detail=detail[:500], at=event.at)
+        except Exception:
+            log.exception("audit log write failed", extra={"event_id": event.id, "command": spec.name})
 
 
 def _as_replies(result: HandlerResult) -> list[Reply]:

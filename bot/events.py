@@ -18,6 +18,9 @@ class Person:
     scene: str | None = None
     inviter: str | None = None
     kind: str | None = None
+    # The member's standing in the group as the platform reports it: "owner", "admin" or "member";
+    # None where the door does not say.
+    role: str | None = None
 
 
 @dataclass
@@ -59,6 +62,8 @@ class MemberJoined(Event):
     inviter: str | None = None
     # Platform-neutral: "invited", "link", "qrcode", or None when unknown.
     scene: str | None = None
+    # The group's owner and admins where the door fetched them (user id → "owner"/"admin"); None if unknown.
+    admins: dict[str, str] | None = None
     type_name: ClassVar[str] = "member_joined"
 
 

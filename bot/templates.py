@@ -1,4 +1,5 @@
-"""User-facing text: defaults shipped in bot/templates/zh.toml, overridable by the operator's own file."""
+"""User-facing text: defaults shipped in bot/templates/zh/*.toml (one file per feature), overridable by the
+operator's own file."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-DEFAULTS = Path(__file__).parent / "templates" / "zh.toml"
+DEFAULTS = Path(__file__).parent / "templates" / "zh"
 
 
 class Templates:
     """Looks up text by dotted key ("welcome.default") and fills its placeholders."""
 
     def __init__(self, override_file: str | Path | None = None) -> None:
-        self._data = _flatten(tomllib.loads(DEFAULTS.read_text(encoding="utf-8")))
+        self._data = load_defaults()
         if override_file:
             overrides = _flatten(tomllib.loads(Path(override_file).read_text(encoding="utf-8")))
             unknown = sorted(set(overrides) - set(self._data))
@@ -26,6 +27,18 @@ class Templates:
 
     def render(self, key: str, **values: Any) -> str:
         return render_text(self._data[key], **values)
+
+
+def load_defaults(directory: Path = DEFAULTS) -> dict[str, str]:
+    """Every default text; the same key in two files is a packaging mistake and fails loudly."""
+    data: dict[str, str] = {}
+    for file in sorted(directory.glob("*.toml")):
+        texts = _flatten(tomllib.loads(file.read_text(encoding="utf-8")))
+        clash = sorted(set(texts) & set(data))
+        if clash:
+            raise KeyError(f"template keys defined twice ({file.name}): {', '.join(clash)}")
+        data.update(texts)
+    return data
 
 
 class _Missing(dict[str, Any]):

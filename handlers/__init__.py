@@ -11,6 +11,7 @@ from bot.dispatcher import Registry
 
 FEATURES = [
     "handlers.welcome",
+    "handlers.admins",
     "handlers.help",
 ]
 

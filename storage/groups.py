@@ -156,3 +156,18 @@ async def dismiss_group(session: AsyncSession, group: Group, at: datetime) -> No
         .where(Membership.group_id == group.id, Membership.left_at.is_(None))  # type: ignore[union-attr]
         .values(left_at=at, leave_scene="dismissed")
     )
+
+
+async def find_member_in_group(session: AsyncSession, group: Group, who: str) -> Member | None:
+    """A member of the group named the way people write it in chat: "@小红", "小红", or the user id."""
+    who = who.strip().lstrip("@").strip()
+    if not who:
+        return None
+    base = (select(Member).join(Membership, Membership.member_id == Member.id)
+            .where(Membership.group_id == group.id, Membership.left_at.is_(None)))  # type: ignore[union-attr]
+    for condition in (Member.external_id == who, Member.name == who):
+        row = await session.execute(base.where(condition).order_by(Member.id).limit(1))
+        found = row.scalar_one_or_none()
+        if found is not None:
+            return found
+    return None

@@ -3,15 +3,18 @@
 from sqlmodel import SQLModel
 
 from storage.activity import MemberActivity
+from storage.admins import GroupAdmin
+from storage.audit import AuditEntry
 from storage.groups import Group, Member, Membership
 from storage.inbox import InboxMessage
 from storage.kv import AccessToken, ApiFailure, Lease
+from storage.points import PointsEntry
 from storage.transcript import TranscriptMessage
 from storage.welcome import PendingWelcome, PlatformWelcomeTemplate, WelcomeSettings
 
 metadata = SQLModel.metadata
 
 __all__ = [
-    "AccessToken", "ApiFailure", "Group", "InboxMessage", "Lease", "Member", "MemberActivity", "Membership",
-    "PendingWelcome", "PlatformWelcomeTemplate", "TranscriptMessage", "WelcomeSettings", "metadata",
+    "AccessToken", "ApiFailure", "AuditEntry", "Group", "GroupAdmin", "InboxMessage", "Lease", "Member", "MemberActivity", "Membership",
+    "PendingWelcome", "PlatformWelcomeTemplate", "PointsEntry", "TranscriptMessage", "WelcomeSettings", "metadata",
 ]

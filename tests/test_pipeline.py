@@ -147,7 +147,8 @@ async def test_command_words_reach_the_command_and_ordinary_chat_gets_no_reply(b
         seen.clear()
         _, body = await bot.post_json("/api/simulator/messages", {"group": "g1", "user": "u1", "text": text})
         assert len(body["replies"]) == 1, text
-        help_texts.add(body["replies"][0]["text"])
+        if not args:
+            help_texts.add(body["replies"][0]["text"])
         assert seen == [("帮助", args)], text
     [help_text] = help_texts
     assert help_text.startswith(HELP_HEADER)

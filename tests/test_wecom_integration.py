@@ -34,7 +34,7 @@ GROUPCHAT_GET = "/cgi-bin/externalcontact/groupchat/get"
 MESSAGE_SEND = "/cgi-bin/message/send"
 TEMPLATE_ADD = "/cgi-bin/externalcontact/group_welcome_template/add"
 TEMPLATE_EDIT = "/cgi-bin/externalcontact/group_welcome_template/edit"
-# The default platform welcome (bot/templates/zh.toml welcome.platform_default, no rules configured).
+# The default platform welcome (bot/templates/zh/*.toml welcome.platform_default, no rules configured).
 DEFAULT_WELCOME = "欢迎 %NICKNAME% 加入本群🎉 有问题随时@我。"
 HELP_HEADER = "我可以帮你做这些事："
 

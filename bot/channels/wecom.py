@@ -147,6 +147,10 @@ class WeComAppChannel(Channel):
             ))
         event.members = people
         event.group_name = chat.get("name") or event.group_name
+        admins = {a.get("userid"): "admin" for a in chat.get("admin_list") or [] if a.get("userid")}
+        if chat.get("owner"):
+            admins[chat["owner"]] = "owner"
+        event.admins = admins
         return event
 
     async def deliver(self, event: Event, replies: list[Reply]) -> None:

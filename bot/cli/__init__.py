@@ -1,4 +1,9 @@
-"""The `qunbot` command: run the bot, migrate the database, check the configuration."""
+"""The `qunbot` command: run the bot, migrate the database, check the configuration, and each feature's
+own sub-commands (one module per feature in this package, each with a `register(subparsers)` function).
+
+A feature's sub-command sets `handler=` (an async function taking the config and the parsed arguments and
+returning the exit code) with `parser.set_defaults`; it gets a migrated database through `open_database`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,39 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from bot.config import Config, ConfigError, apply_overrides, load_config, redacted
 from bot.logs import setup_logging
 
+if TYPE_CHECKING:
+    from storage.db import Database
+
 log = logging.getLogger("qunbot.cli")
+
+# Feature modules in this package that add sub-commands (each has `register(subparsers)`).
+FEATURE_COMMANDS: list[str] = []
+
+
+class UsageProblem(Exception):
+    """A command-line mistake a feature detected: printed as `qunbot: ...` with exit status 2."""
+
+
+@asynccontextmanager
+async def open_database(config: Config) -> AsyncIterator[Database]:
+    """The configured database, migrated first where the config says so (the embedded SQLite)."""
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    if config.auto_migrate:
+        await upgrade(config.database.url)
+    db = Database(config.database.url)
+    try:
+        yield db
+    finally:
+        await db.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="CONFIG_COMMAND")
     check = cfg_sub.add_parser("check", help="validate the configuration and print it (secrets masked)")
     check.add_argument("--quiet", action="store_true", help="print nothing when the configuration is valid")
+
+    import importlib
+
+    for name in FEATURE_COMMANDS:
+        importlib.import_module(f"bot.cli.{name}").register(sub)
     return parser
 
 
@@ -72,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         return _run(config)
     if args.command == "welcome":
         return asyncio.run(_welcome(config, args))
-    return 2
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        return 2
+    try:
+        return asyncio.run(handler(config, args))
+    except UsageProblem as exc:
+        print(f"qunbot: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _db_upgrade(config: Config) -> int:
@@ -85,13 +130,8 @@ async def _db_upgrade(config: Config) -> int:
 
 async def _welcome(config: Config, args: argparse.Namespace) -> int:
     from handlers.welcome import preview_welcome, update_welcome_settings
-    from storage.db import Database
-    from storage.migrate import upgrade
 
-    if config.auto_migrate:
-        await upgrade(config.database.url)
-    db = Database(config.database.url)
-    try:
+    async with open_database(config) as db:
         if args.welcome_command == "set" and args.text is None and args.rules is None:
             print("qunbot: welcome set needs --text and/or --rules", file=sys.stderr)
             return 2
@@ -111,8 +151,6 @@ async def _welcome(config: Config, args: argparse.Namespace) -> int:
             print(f"qunbot: {exc}", file=sys.stderr)
             return 2
         return 0
-    finally:
-        await db.close()
 
 
 def _run(config: Config) -> int:
