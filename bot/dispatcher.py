@@ -87,6 +87,9 @@ class Context:
     member_row: Member | None = None
     # What an admin command did, for the audit log (defaults to its first reply).
     audit_detail: str = ""
+    # Set by a text handler that consumed the message (e.g. a lottery's join keyword): the handlers after
+    # it (the FAQ) then stay quiet. Handlers run in the order of handlers.FEATURES.
+    handled: bool = False
     _role: Role | None = None
 
     @property

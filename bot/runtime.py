@@ -7,6 +7,7 @@ import os
 import socket
 
 import aiohttp
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.channels.base import Channel
 from bot.config import Config
@@ -34,6 +35,8 @@ class Runtime:
         self.channels: dict[str, Channel] = {}
         self.http: aiohttp.ClientSession | None = None
         self.wecom = None  # bot.channels.wecom_api.WeComClient when WeCom is configured
+        # Timing only (APScheduler 3, in memory): what is due lives in the database, and jobs look there.
+        self.scheduler = AsyncIOScheduler(timezone=config.timezone)
 
     def add_channel(self, channel: Channel) -> None:
         self.channels[channel.name] = channel
@@ -43,12 +46,15 @@ class Runtime:
         for channel in self.channels.values():
             await channel.start()
         await self.inbox.start()
+        self.scheduler.start()
         for hook in self.registry.startup:
             await hook(self)
         log.info("bot started", extra={"instance": self.instance, "channels": ",".join(self.channels),
                                        "database": self.db.dialect})
 
     async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.inbox.stop(self.config.server.shutdown_timeout_seconds)
         for channel in self.channels.values():
             await channel.stop()

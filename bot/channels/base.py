@@ -70,3 +70,7 @@ class Channel:
     async def deliver(self, event: Event, replies: list[Reply]) -> None:
         """Send the replies produced for `event` back through this door."""
         raise NotImplementedError
+
+    async def post(self, group: str, replies: list[Reply]) -> None:
+        """Post into a group on the bot's own initiative (announcements); only where can_post_proactively."""
+        raise NotImplementedError(f"the {self.name} door cannot post into a group on its own")

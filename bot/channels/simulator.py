@@ -33,6 +33,10 @@ class BadRequest(Exception):
     """A request the API refuses with 400 and this message."""
 
 
+# What the simulated platform may say about a member's standing in the group (like WeCom's admin_list).
+ROLES = ("owner", "admin", "member")
+
+
 class SimulatorChannel(Channel):
     name = "simulator"
     capabilities = Capabilities(
@@ -57,8 +61,11 @@ class SimulatorChannel(Channel):
         group, user = _text_field(body, "group"), _text_field(body, "user")
         name = _text_field(body, "name", required=False) or user
         text = _text_field(body, "text", limit=MAX_TEXT)
+        role = _text_field(body, "role", required=False) or None
+        if role is not None and role not in ROLES:
+            raise BadRequest(f"field 'role' must be one of {', '.join(ROLES)}")
         event = TextMessage(self.name, _message_key(body), group, utcnow(), group_name=self._group_name(group),
-                            sender=Person(user, name), text=text, mentioned=True)
+                            sender=Person(user, name, role=role), text=text, mentioned=True)
         await self._record(TranscriptMessage(channel=self.name, group_external_id=group, kind="text",
                                              user=user, name=name, text=text, at=event.at))
         return await self._handle(event)
