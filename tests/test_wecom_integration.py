@@ -153,6 +153,25 @@ async def test_join_is_recorded_with_names_kinds_scenes_and_inviters(db_url, fak
     assert await api_failures(bot) == []
 
 
+async def test_owner_and_admin_list_from_groupchat_get_make_group_admins(db_url, fake, bot_factory):
+    from storage.admins import GroupAdmin
+
+    seed_chat(fake)
+    bot = await bot_factory(config(db_url, fake))
+    assert (await post(bot, chat_change_xml("wrChat1", "update", "add_member", ["wmAAA"], mem_ver="v2")))[0] == 200
+    await bot.runtime.inbox.drain()
+    admins = await rows(bot, select(Member.external_id, GroupAdmin.source, GroupAdmin.detail)
+                        .join(GroupAdmin, GroupAdmin.member_id == Member.id).order_by(Member.external_id))
+    assert admins == [("lisi", "platform", "admin"), ("zhangsan", "platform", "owner")]
+
+    # The platform's list is the truth for platform admins: lisi demoted in WeCom is no longer one.
+    fake.add_group_chat("wrChat1", name="产品交流群", owner="zhangsan", admins=[], members=["zhangsan", "wmAAA", "wmBBB"])
+    assert (await post(bot, chat_change_xml("wrChat1", "update", "add_member", ["wmBBB"], mem_ver="v3")))[0] == 200
+    await bot.runtime.inbox.drain()
+    admins = await rows(bot, select(Member.external_id).join(GroupAdmin, GroupAdmin.member_id == Member.id))
+    assert admins == [("zhangsan",)]
+
+
 async def test_busy_groupchat_get_is_retried_and_details_still_recorded(db_url, fake, bot_factory):
     seed_chat(fake)
     fake.fail_next(GROUPCHAT_GET, -1)  # system busy, once
