@@ -24,6 +24,8 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
 from bot.events import (
     Command,
     Event,
@@ -38,9 +40,8 @@ from bot.permissions import Role, role_of
 from storage import admins as admin_store
 from storage import audit as audit_store
 from storage import groups as group_store
-from storage import inbox as inbox_store
-from storage.activity import record_activity
-from storage.groups import Group, Member
+from storage.activity import Tally, record_activity
+from storage.groups import Group, Member, Membership
 
 if TYPE_CHECKING:
     from bot.channels.base import Channel
@@ -90,6 +91,8 @@ class Context:
     # Set by a text handler that consumed the message (e.g. a lottery's join keyword): the handlers after
     # it (the FAQ) then stay quiet. Handlers run in the order of handlers.FEATURES.
     handled: bool = False
+    # The event's activity, counted by the inbox when it marks the event done.
+    tally: Tally | None = None
     _role: Role | None = None
 
     @property
@@ -129,7 +132,7 @@ class Context:
     async def role(self) -> Role:
         """The sender's role in the event's group (cached for the event)."""
         if self._role is None:
-            async with self.db.session() as session:
+            async with self.db.read_session() as session:
                 self._role = await role_of(
                     session, self.config, channel=self.event.channel, user=self.sender,
                     group_id=self.group_row.id if self.group_row else None,
@@ -237,17 +240,62 @@ class Dispatcher:
         return command
 
     async def _record(self, ctx: Context) -> None:
-        """Keep groups, members, memberships and daily activity up to date (a failure here retries the event)."""
+        """Keep groups, members and memberships up to date, and tally daily activity (a failure here
+        retries the event).
+
+        A message from a member already known in the group, under the same names, needs no write: one
+        read finds the rows. The activity count is handed to the inbox, which writes it in the same
+        transaction that marks the event done (so it counts once, and a busy group costs one upsert per
+        member and batch instead of a write transaction per message).
+        """
         event = ctx.event
         scope = event.group
         if scope is None and isinstance(event, TextMessage) and event.sender.user:
             scope = DIRECT_SCOPE
         if scope is None:
             return
+        name = event.name if isinstance(event, GroupCreated) else event.group_name
+        if scope == DIRECT_SCOPE:
+            name = self.runtime.templates.raw("scope.direct_name")
+        speaking = isinstance(event, TextMessage) and bool(event.sender.user)
+        if not (speaking and await self._known_speaker(ctx, scope, name)):
+            await self._write_membership(ctx, scope, name)
+        if speaking and ctx.group_row is not None and ctx.member_row is not None:
+            tally = Tally(ctx.group_row.id, ctx.member_row.id,  # type: ignore[arg-type]
+                          ctx.local_day(event.at, ctx.group_row.timezone), event.at, isinstance(event, Command))
+            if event.id is not None:
+                ctx.tally = tally
+            else:  # dispatched outside the inbox (nothing to count it with): count it now
+                async with self.runtime.db.session() as session:
+                    await record_activity(session, group_id=tally.group_id, member_id=tally.member_id,
+                                          day=tally.day, at=tally.at, command=tally.command)
+
+    async def _known_speaker(self, ctx: Context, scope: str, group_name: str | None) -> bool:
+        """Find the group, the sender and their open stay in one read; False if anything must be written."""
+        event: TextMessage = ctx.event  # type: ignore[assignment]
+        if event.sender.role is not None:
+            return False
+        async with self.runtime.db.read_session() as session:
+            row = (await session.execute(
+                select(Group, Member, Membership.id)
+                .join(Member, (Member.channel == Group.channel) & (Member.external_id == event.sender.user))
+                .outerjoin(Membership, (Membership.group_id == Group.id) & (Membership.member_id == Member.id)
+                           & Membership.left_at.is_(None))  # type: ignore[union-attr]
+                .where(Group.channel == event.channel, Group.external_id == scope)
+                .limit(1)
+            )).first()
+        if row is None:
+            return False
+        group, member, stay = row
+        if stay is None or (group_name and group.name != group_name) or (event.sender.name and
+                                                                          member.name != event.sender.name):
+            return False
+        ctx.group_row, ctx.member_row = group, member
+        return True
+
+    async def _write_membership(self, ctx: Context, scope: str, name: str | None) -> None:
+        event = ctx.event
         async with self.runtime.db.session() as session:
-            name = event.name if isinstance(event, GroupCreated) else event.group_name
-            if scope == DIRECT_SCOPE:
-                name = self.runtime.templates.raw("scope.direct_name")
             group = await group_store.ensure_group(session, event.channel, scope, name)
             ctx.group_row = group
             if isinstance(event, MemberJoined):
@@ -281,11 +329,6 @@ class Dispatcher:
                                                    source=admin_store.PLATFORM)
                 # Someone speaking is in the group even if we never saw them join.
                 await group_store.open_membership(session, group, member, joined_at=event.at, join_scene="seen")
-                # Counted once per event, also when a failed attempt is retried.
-                if event.id is None or await inbox_store.mark_recorded(session, event.id):
-                    await record_activity(session, group_id=group.id, member_id=member.id,  # type: ignore[arg-type]
-                                          day=ctx.local_day(event.at, group.timezone), at=event.at,
-                                          command=isinstance(event, Command))
 
     async def _route(self, ctx: Context) -> None:
         event = ctx.event

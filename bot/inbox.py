@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from bot.events import Event, Reply, event_from_json, event_to_json
 from storage import fastsql
 from storage import inbox as store
+from storage.activity import Tally, tally_statements
 from storage.db import utcnow
 
 if TYPE_CHECKING:
@@ -36,6 +38,14 @@ R = TypeVar("R")
 def _log_fields(event: Event, attempt: int) -> dict[str, object]:
     return {"event_id": event.id, "channel": event.channel, "event_key": event.key, "event_type": event.type_name,
             "group": event.group, "attempt": attempt}
+
+
+@dataclass(frozen=True)
+class Done:
+    """A processed event for the journal: marked done, its activity counted in the same transaction."""
+
+    event_id: int
+    tally: Tally | None = None
 
 
 class InboxUnavailable(Exception):
@@ -125,7 +135,7 @@ class Inbox:
         lanes = 3 if runtime.db.dialect == "postgresql" else 1
         self._conns = [fastsql.FastConnection(runtime.db) for _ in range(lanes)]
         # One journal for both: a batch inserts new events and marks finished ones done in one round trip.
-        self._journal: GroupCommit[store.NewMessage | int, int | None] = GroupCommit(
+        self._journal: GroupCommit[store.NewMessage | Done, int | None] = GroupCommit(
             [functools.partial(self._write, conn) for conn in self._conns], self.cfg.batch_max)
         self._slots = asyncio.Semaphore(self.cfg.workers)
         self._tasks: set[asyncio.Task[object]] = set()
@@ -143,14 +153,15 @@ class Inbox:
         event.id = await self._journal.submit(item)
         return event.id
 
-    async def _write(self, conn: fastsql.FastConnection, items: list[store.NewMessage | int]) -> list[int | None]:
+    async def _write(self, conn: fastsql.FastConnection, items: list[store.NewMessage | Done]) -> list[int | None]:
         new = [i for i in items if isinstance(i, store.NewMessage)]
-        done = [i for i in items if isinstance(i, int)]
-        inserted = await store.write_batch(conn, new, done, lease=self.lease)
+        done = [i for i in items if isinstance(i, Done)]
+        tallies = {d.event_id: d.tally for d in done if d.tally is not None}
+        inserted = await store.write_batch(conn, new, [d.event_id for d in done], lease=self.lease, tallies=tallies)
         seen: set[tuple[str, str]] = set()
         results: list[int | None] = []
         for item in items:
-            if isinstance(item, int):
+            if isinstance(item, Done):
                 results.append(None)
                 continue
             key = (item.channel, item.message_key)
@@ -201,10 +212,13 @@ class Inbox:
             self._inflight.discard(event.id)
         if ctx.errors:
             await store.note_handler_errors(runtime.db, event.id, "; ".join(ctx.errors))
+            if ctx.tally is not None:
+                conn = self._conns[0]
+                await conn.transaction(tally_statements(conn, {event.id: ctx.tally}, conn.stamp(utcnow())))
         elif wait_for_done:
-            await self._journal.submit(event.id)
+            await self._journal.submit(Done(event.id, ctx.tally))
         else:
-            self._journal.submit_nowait(event.id)
+            self._journal.submit_nowait(Done(event.id, ctx.tally))
         if log.isEnabledFor(logging.INFO):
             log.info("event processed", extra={**_log_fields(event, attempt), "replies": len(ctx.replies),
                                                "handler_errors": len(ctx.errors)})

@@ -51,6 +51,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("jieba").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # APScheduler logs two lines per job run at INFO; our jobs log what they do themselves.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # The drivers log every statement with its parameters at DEBUG: message texts, tokens. Never ours to print.
     # (SQLAlchemy logs statements at INFO, the drivers at DEBUG.)
     for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):

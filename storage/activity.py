@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Date, UniqueConstraint, case
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,6 +12,9 @@ from sqlmodel import Field, SQLModel
 
 from storage.db import UTCDateTime
 from storage.upsert import insert_for
+
+if TYPE_CHECKING:
+    from storage.fastsql import FastConnection, Statement
 
 
 class MemberActivity(SQLModel, table=True):
@@ -47,3 +52,60 @@ async def record_activity(
         },
     )
     await session.execute(stmt)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One event's contribution to member activity, counted when the event is marked done."""
+
+    group_id: int
+    member_id: int
+    day: date
+    at: datetime
+    command: bool
+
+
+def tally_statements(conn: FastConnection, tallies: dict[int, Tally], stamp: object) -> list[Statement]:
+    """Statements (for the inbox journal's batch transaction) that count each event's activity once.
+
+    Only events whose inbox row has no `recorded_at` yet are counted, and they are stamped in the same
+    transaction, so an event processed twice (a retry after a crash) never counts twice. The batch is
+    summed per member, group and day: one upsert row each, however many messages the batch holds.
+    """
+    if not tallies:
+        return []
+    ids = list(tallies)
+    rows = list(tallies.items())
+    upsert = ("ON CONFLICT (group_id, member_id, day) DO UPDATE SET "
+              "messages = member_activity.messages + excluded.messages, "
+              "commands = member_activity.commands + excluded.commands, ")
+    if conn.postgres:
+        return [(
+            "WITH fresh AS (UPDATE inbox SET recorded_at = ? WHERE id = ANY(?::int[]) AND recorded_at IS NULL "  # noqa: S608 - constant text
+            "RETURNING id) "
+            "INSERT INTO member_activity (group_id, member_id, day, messages, commands, first_at, last_at) "
+            "SELECT g, m, d, sum(msg), sum(cmd), min(at), max(at) "
+            "FROM unnest(?::int[], ?::int[], ?::int[], ?::date[], ?::int[], ?::int[], ?::timestamptz[]) "
+            "AS t(eid, g, m, d, msg, cmd, at) JOIN fresh ON fresh.id = t.eid GROUP BY g, m, d "
+            + upsert + "first_at = LEAST(member_activity.first_at, excluded.first_at), "
+            "last_at = GREATEST(member_activity.last_at, excluded.last_at)",
+            [stamp, ids, ids, [t.group_id for _, t in rows], [t.member_id for _, t in rows],
+             [t.day for _, t in rows], [0 if t.command else 1 for _, t in rows],
+             [1 if t.command else 0 for _, t in rows], [t.at for _, t in rows]],
+        )]
+    from storage.fastsql import placeholders
+
+    values = ", ".join(f"({placeholders(7)})" for _ in rows)
+    params = [v for eid, t in rows for v in (eid, t.group_id, t.member_id, t.day.isoformat(),
+                                              0 if t.command else 1, 1 if t.command else 0, conn.stamp(t.at))]
+    return [
+        ("INSERT INTO member_activity (group_id, member_id, day, messages, commands, first_at, last_at) "  # noqa: S608 - placeholders only
+         "SELECT column2, column3, column4, sum(column5), sum(column6), min(column7), max(column7) "
+         f"FROM (VALUES {values}) WHERE column1 IN (SELECT id FROM inbox WHERE id IN ({placeholders(len(ids))}) "
+         "AND recorded_at IS NULL) GROUP BY column2, column3, column4 "
+         + upsert + "first_at = min(member_activity.first_at, excluded.first_at), "
+         "last_at = max(member_activity.last_at, excluded.last_at)",
+         [*params, *ids]),
+        ("UPDATE inbox SET recorded_at = ? "  # noqa: S608 - placeholders only
+         f"WHERE id IN ({placeholders(len(ids))}) AND recorded_at IS NULL", [stamp, *ids]),
+    ]

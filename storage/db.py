@@ -53,6 +53,10 @@ def is_sqlite(url: str) -> bool:
     return make_url(async_url(url)).get_backend_name() == "sqlite"
 
 
+# Execution option of read sessions: on SQLite their "transaction" takes no lock (statements autocommit).
+READ_ONLY = "qunbot_read_only"
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An async engine; for SQLite, WAL mode and one writer at a time without spurious 'database is locked'."""
     url = async_url(url)
@@ -90,7 +94,10 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front: a deferred transaction that upgrades to a write fails at once
-        # with SQLITE_BUSY instead of waiting for busy_timeout.
+        # with SQLITE_BUSY instead of waiting for busy_timeout. Read sessions run in autocommit instead
+        # (each SELECT its own snapshot), so they never hold the lock the inbox journal needs.
+        if conn.get_execution_options().get(READ_ONLY):
+            return
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -111,6 +118,18 @@ class Database:
         """A session in a transaction, committed on success, rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading only: on SQLite it takes no write lock (each statement sees the latest
+        committed data); on PostgreSQL it is an ordinary transaction. Don't write through it."""
+        async with self.sessions() as session:
+            if self.dialect == "sqlite":
+                await session.connection(execution_options={READ_ONLY: True})
+                yield session
+            else:
+                async with session.begin():
+                    yield session
 
     async def ping(self) -> bool:
         try:

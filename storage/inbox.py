@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from storage import fastsql
+from storage.activity import Tally, tally_statements
 from storage.db import Database, UTCDateTime, utcnow
 
 PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
@@ -53,9 +54,10 @@ class NewMessage:
 
 async def write_batch(
     conn: fastsql.FastConnection, items: list[NewMessage], done_ids: list[int], *, lease: timedelta,
-    now: datetime | None = None,
+    now: datetime | None = None, tallies: dict[int, Tally] | None = None,
 ) -> dict[tuple[str, str], int]:
-    """In one transaction: mark `done_ids` done, and insert the items not in the inbox yet, already claimed.
+    """In one transaction: mark `done_ids` done (counting their activity `tallies`, once per event), and
+    insert the items not in the inbox yet, already claimed.
 
     The accepting process processes what it accepted, so new rows start in 'processing' with a lease
     (and attempt 1): no separate claim is needed, and if the process dies the lease expires and any
@@ -73,6 +75,7 @@ async def write_batch(
     stamp, until = conn.stamp(now), conn.stamp(now + lease)
     if not rows and not done_ids:
         return {}
+    insert_at = 0
     if conn.postgres:
         # One constant statement (arrays, not a placeholder per value), so asyncpg prepares it once.
         statements: list[fastsql.Statement] = [(
@@ -93,14 +96,16 @@ async def write_batch(
                 [stamp, *done_ids],
             ))
         if rows:
+            insert_at = len(statements)
             statements.append((
                 "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "  # noqa: S608 - placeholders only
                 "VALUES " + ", ".join(f"({fastsql.placeholders(6)}, 'processing', 1)" for _ in rows)
                 + " ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
                 [v for m in rows for v in (m.channel, m.message_key, m.event_type, m.payload, stamp, until)],
             ))
+    statements.extend(tally_statements(conn, tallies or {}, stamp))
     results = await conn.transaction(statements)
-    inserted = results[-1] if rows else []
+    inserted = results[insert_at] if rows else []
     return {(channel, key): message_id for message_id, channel, key in inserted}
 
 

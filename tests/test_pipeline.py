@@ -219,6 +219,21 @@ async def test_a_retried_event_counts_its_message_once(bot, monkeypatch):
     assert (messages, commands) == (0, 1)
 
 
+async def test_an_event_finished_twice_counts_once_and_a_batch_sums_per_member(bot):
+    # A slow worker whose lease expired finishes after the process that took the event over: two done
+    # marks for one event must still count it once.
+    first = text_event("今天天气不错")
+    await accept_and_process(bot, first)
+    assert await bot.runtime.inbox.process(first) == []
+    # Many messages from one member finished in one journal batch make one row with the sum.
+    events = [text_event(f"第{n}条") for n in range(20)]
+    for event in events:
+        assert await bot.runtime.inbox.accept(event)
+    await asyncio.gather(*(bot.runtime.inbox.process(e) for e in events))
+    [(_, _, _, messages, commands, _, _)] = await activity_rows(bot)
+    assert (messages, commands) == (21, 0)
+
+
 # -- failures and recovery ------------------------------------------------------------------------
 
 
@@ -229,11 +244,11 @@ async def test_failed_attempts_are_counted_and_the_last_one_is_final(db_url, bot
     message_id = await inbox.accept(event)
     assert message_id is not None
 
-    # Attempt 1 fails in a stage (recording activity), before any handler runs.
-    async def broken_record(session, **kwargs):
+    # Attempt 1 fails in a stage (recording the member), before any handler runs.
+    async def broken_record(session, *args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("bot.dispatcher.record_activity", broken_record)
+    monkeypatch.setattr("storage.groups.ensure_member", broken_record)
     assert await inbox.process(event) is None
     monkeypatch.undo()
     row = await inbox_row(bot, message_id)
