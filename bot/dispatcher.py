@@ -24,8 +24,6 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-
 from bot.events import (
     Command,
     Event,
@@ -41,7 +39,7 @@ from storage import admins as admin_store
 from storage import audit as audit_store
 from storage import groups as group_store
 from storage.activity import Tally, record_activity
-from storage.groups import Group, Member, Membership
+from storage.groups import Group, Member
 
 if TYPE_CHECKING:
     from bot.channels.base import Channel
@@ -275,19 +273,11 @@ class Dispatcher:
         event: TextMessage = ctx.event  # type: ignore[assignment]
         if event.sender.role is not None:
             return False
-        async with self.runtime.db.read_session() as session:
-            row = (await session.execute(
-                select(Group, Member, Membership.id)
-                .join(Member, (Member.channel == Group.channel) & (Member.external_id == event.sender.user))
-                .outerjoin(Membership, (Membership.group_id == Group.id) & (Membership.member_id == Member.id)
-                           & Membership.left_at.is_(None))  # type: ignore[union-attr]
-                .where(Group.channel == event.channel, Group.external_id == scope)
-                .limit(1)
-            )).first()
+        row = await group_store.find_speaker(self.runtime.db, event.channel, scope, event.sender.user)
         if row is None:
             return False
         group, member, stay = row
-        if stay is None or (group_name and group.name != group_name) or (event.sender.name and
+        if not stay or (group_name and group.name != group_name) or (event.sender.name and
                                                                           member.name != event.sender.name):
             return False
         ctx.group_row, ctx.member_row = group, member

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Index, UniqueConstraint, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from storage.db import UTCDateTime, utcnow
+from storage.db import Database, UTCDateTime, utcnow
 from storage.upsert import insert_for
 
 
@@ -171,3 +171,41 @@ async def find_member_in_group(session: AsyncSession, group: Group, who: str) ->
         if found is not None:
             return found
     return None
+
+
+_SPEAKER_SQL = (
+    "SELECT g.id, g.name, g.owner, g.timezone, g.created_at, g.dismissed_at, "
+    "m.id, m.name, m.kind, m.created_at, m.updated_at, s.id "
+    "FROM groups g JOIN members m ON m.channel = g.channel AND m.external_id = ? "
+    "LEFT JOIN memberships s ON s.group_id = g.id AND s.member_id = m.id AND s.left_at IS NULL "
+    "WHERE g.channel = ? AND g.external_id = ? LIMIT 1"
+)
+
+
+async def find_speaker(db: Database, channel: str, group_external_id: str,
+                       user: str) -> tuple[Group, Member, bool] | None:
+    """The group, the member and whether they are in it now, in one read through the driver.
+
+    This runs for every message a group sends, so it skips the ORM's query layers (several times the
+    cost of the round trip) and takes no write lock on SQLite.
+    """
+    from storage import fastsql
+
+    rows = await fastsql.fetch(db, _SPEAKER_SQL, [user, channel, group_external_id])
+    if not rows:
+        return None
+    (gid, gname, owner, tz, gcreated, gdismissed, mid, mname, kind, mcreated, mupdated, stay) = rows[0]
+    group = Group(id=gid, channel=channel, external_id=group_external_id, name=gname, owner=owner, timezone=tz,
+                  created_at=_utc(gcreated), dismissed_at=_utc(gdismissed))
+    member = Member(id=mid, channel=channel, external_id=user, name=mname, kind=kind, created_at=_utc(mcreated),
+                    updated_at=_utc(mupdated))
+    return group, member, stay is not None
+
+
+def _utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp as the driver returns it (SQLite: text in UTC) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 from tests.conftest import make_config
 
@@ -130,10 +131,10 @@ async def test_health_is_503_when_the_database_is_gone(tmp_path, bot_factory):
     url = f"sqlite:///{tmp_path / 'gone' / 'db.sqlite'}"
     await upgrade(url)
     bot = await bot_factory(make_config(url))
-    (tmp_path / "gone" / "db.sqlite").unlink()
-    for suffix in ("-wal", "-shm"):
-        (tmp_path / "gone" / f"db.sqlite{suffix}").unlink(missing_ok=True)
-    (tmp_path / "gone").rmdir()
+    # Background jobs (inbox recovery, scheduled draws) may reopen, and so recreate, the file meanwhile:
+    # remove the whole directory until it stays gone, so nothing can be created there any more.
+    while (tmp_path / "gone").exists():
+        shutil.rmtree(tmp_path / "gone", ignore_errors=True)
     await bot.runtime.db.engine.dispose()
     status, body = await bot.get_json("/healthz")
     assert status == 503 and body["status"] == "unavailable"
