@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 
 import aiohttp
+from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.channels.base import Channel
@@ -17,6 +19,23 @@ from bot.templates import Templates
 from storage.db import Database
 
 log = logging.getLogger("qunbot.runtime")
+
+
+class _WaitableExecutor(AsyncIOExecutor):
+    """APScheduler's asyncio executor, except that shutting down lets running jobs finish (awaitable)."""
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Running jobs are left to `finish`."""
+
+    async def finish(self, grace_seconds: float) -> None:
+        running = [f for f in getattr(self, "_pending_futures", ()) if not f.done()]
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=grace_seconds)
+        for future in late:
+            future.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1)
 
 
 class Runtime:
@@ -36,7 +55,8 @@ class Runtime:
         self.http: aiohttp.ClientSession | None = None
         self.wecom = None  # bot.channels.wecom_api.WeComClient when WeCom is configured
         # Timing only (APScheduler 3, in memory): what is due lives in the database, and jobs look there.
-        self.scheduler = AsyncIOScheduler(timezone=config.timezone)
+        self._jobs = _WaitableExecutor()
+        self.scheduler = AsyncIOScheduler(timezone=config.timezone, executors={"default": self._jobs})
 
     def add_channel(self, channel: Channel) -> None:
         self.channels[channel.name] = channel
@@ -54,7 +74,9 @@ class Runtime:
 
     async def stop(self) -> None:
         if self.scheduler.running:
+            # No new runs; the running ones finish (or are cancelled) before the database goes away.
             self.scheduler.shutdown(wait=False)
+            await self._jobs.finish(self.config.server.shutdown_timeout_seconds)
         await self.inbox.stop(self.config.server.shutdown_timeout_seconds)
         for channel in self.channels.values():
             await channel.stop()
