@@ -1,0 +1,245 @@
+"""FAQ storage: entries (global or per group), a revision per scope, answer cooldowns, unanswered questions.
+
+Every change to a scope's entries bumps that scope's revision in the same transaction, so each process can
+tell with one primary-key lookup whether its in-memory index is stale. Cooldowns are claimed with one
+atomic upsert: of two processes answering the same entry in the same group at the same moment, one wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Index, UniqueConstraint, delete, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from storage.db import UTCDateTime, utcnow
+from storage.groups import Group
+from storage.upsert import insert_for
+
+# The revision scope of global entries (a group's scope is its id, and ids start at 1).
+GLOBAL_SCOPE = 0
+ANSWER = "answer"
+SUGGEST = "suggest"
+ALIAS_SEPARATOR = "|"
+
+
+class FaqEntry(SQLModel, table=True):
+    """A question with its answer and other ways to ask it; group_id None means every group."""
+
+    __tablename__ = "faq_entries"
+    __table_args__ = (
+        Index("uq_faq_entries_global_question", "question_key", unique=True,
+              sqlite_where=text("group_id IS NULL"), postgresql_where=text("group_id IS NULL")),
+        Index("uq_faq_entries_group_question", "group_id", "question_key", unique=True,
+              sqlite_where=text("group_id IS NOT NULL"), postgresql_where=text("group_id IS NOT NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    group_id: int | None = Field(default=None, foreign_key="groups.id")
+    question: str = Field(max_length=255)
+    # The question without case, spaces, punctuation or emoji: one entry per key and scope.
+    question_key: str = Field(max_length=255)
+    answer: str
+    # Other ways members ask it, "|"-separated.
+    aliases: str = ""
+    # Who wrote it last: a platform user id from chat, "cli:<os user>" from the command line.
+    updated_by: str = Field(default="", max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    @property
+    def alias_list(self) -> tuple[str, ...]:
+        return tuple(a for a in self.aliases.split(ALIAS_SEPARATOR) if a)
+
+
+class FaqRevision(SQLModel, table=True):
+    """A counter per scope (GLOBAL_SCOPE or a group id), bumped by every change to its entries."""
+
+    __tablename__ = "faq_revisions"
+
+    scope: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    revision: int = 0
+
+
+class FaqCooldown(SQLModel, table=True):
+    """When an entry was last answered (or suggested) in a group, and for which event."""
+
+    __tablename__ = "faq_cooldowns"
+
+    group_id: int = Field(foreign_key="groups.id", primary_key=True)
+    # "" in a group; in a 1:1 scope, the member the bot talks to (each conversation has its own cooldown).
+    audience: str = Field(default="", max_length=128, primary_key=True)
+    entry_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: str = Field(default=ANSWER, max_length=16, primary_key=True)
+    answered_at: datetime = Field(sa_type=UTCDateTime)
+    # The event that claimed it: a retry of the same event may answer again.
+    event_ref: str = Field(max_length=255)
+
+
+class FaqUnanswered(SQLModel, table=True):
+    """Questions the bot could not answer in a group, grouped by their meaningful words."""
+
+    __tablename__ = "faq_unanswered"
+    __table_args__ = (UniqueConstraint("group_id", "cluster_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    group_id: int = Field(foreign_key="groups.id")
+    cluster_key: str = Field(max_length=255)
+    # The latest wording, as a member wrote it.
+    sample: str = Field(max_length=500)
+    count: int = 1
+    first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_event_ref: str = Field(default="", max_length=255)
+
+
+def scope_of(group_id: int | None) -> int:
+    return GLOBAL_SCOPE if group_id is None else group_id
+
+
+async def bump_revision(session: AsyncSession, group_id: int | None) -> None:
+    """Mark a scope's entries changed (atomic increment, created on first change)."""
+    stmt = insert_for(session, FaqRevision).values(scope=scope_of(group_id), revision=1)
+    stmt = stmt.on_conflict_do_update(index_elements=["scope"],
+                                      set_={"revision": FaqRevision.__table__.c.revision + 1})
+    await session.execute(stmt)
+
+
+async def revisions(session: AsyncSession, scopes: Sequence[int]) -> dict[int, int]:
+    """{scope: revision} for the given scopes (a scope never changed is 0)."""
+    rows = await session.execute(select(FaqRevision.scope, FaqRevision.revision)
+                                 .where(FaqRevision.scope.in_(scopes)))  # type: ignore[attr-defined]
+    found = dict(rows.all())
+    return {scope: int(found.get(scope, 0)) for scope in scopes}
+
+
+async def entries_in_scope(session: AsyncSession, group_id: int | None) -> list[FaqEntry]:
+    """The entries of one scope only (global when group_id is None), oldest first."""
+    condition = FaqEntry.group_id.is_(None) if group_id is None else FaqEntry.group_id == group_id  # type: ignore[union-attr]
+    rows = await session.execute(select(FaqEntry).where(condition).order_by(FaqEntry.id))  # type: ignore[arg-type]
+    return list(rows.scalars())
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    entry: FaqEntry
+    created: bool
+    changed: bool
+
+
+async def save_entry(session: AsyncSession, *, group_id: int | None, question: str, question_key: str,
+                     answer: str, aliases: Sequence[str], by: str = "") -> SaveResult:
+    """Add an entry, or update the one with the same question in that scope (an upsert by question)."""
+    now = utcnow()
+    alias_text = ALIAS_SEPARATOR.join(aliases)
+    existing = await find_by_key(session, group_id, question_key)
+    if existing is not None:
+        if (existing.question, existing.answer, existing.aliases) == (question, answer, alias_text):
+            return SaveResult(existing, False, False)
+        existing.question, existing.answer, existing.aliases = question, answer, alias_text
+        existing.updated_by, existing.updated_at = by, now
+        await session.flush()
+        await bump_revision(session, group_id)
+        return SaveResult(existing, False, True)
+    where = text("group_id IS NULL") if group_id is None else text("group_id IS NOT NULL")
+    columns = ["question_key"] if group_id is None else ["group_id", "question_key"]
+    stmt = insert_for(session, FaqEntry).values(
+        group_id=group_id, question=question, question_key=question_key, answer=answer, aliases=alias_text,
+        updated_by=by, created_at=now, updated_at=now,
+    ).on_conflict_do_update(index_elements=columns, index_where=where,
+                            set_={"question": question, "answer": answer, "aliases": alias_text,
+                                  "updated_by": by, "updated_at": now})
+    await session.execute(stmt)
+    await bump_revision(session, group_id)
+    entry = await find_by_key(session, group_id, question_key)
+    assert entry is not None
+    return SaveResult(entry, True, True)
+
+
+async def find_by_key(session: AsyncSession, group_id: int | None, question_key: str) -> FaqEntry | None:
+    condition = FaqEntry.group_id.is_(None) if group_id is None else FaqEntry.group_id == group_id  # type: ignore[union-attr]
+    row = await session.execute(select(FaqEntry).where(condition, FaqEntry.question_key == question_key)
+                                .execution_options(populate_existing=True))
+    return row.scalar_one_or_none()
+
+
+async def get_entry(session: AsyncSession, entry_id: int) -> FaqEntry | None:
+    return await session.get(FaqEntry, entry_id, populate_existing=True)
+
+
+async def remove_entry(session: AsyncSession, entry: FaqEntry) -> None:
+    """Delete an entry and its cooldowns, and mark its scope changed."""
+    await session.execute(delete(FaqCooldown).where(FaqCooldown.entry_id == entry.id))
+    await session.execute(delete(FaqEntry).where(FaqEntry.id == entry.id))
+    await bump_revision(session, entry.group_id)
+
+
+async def visible_entries(session: AsyncSession, group_id: int) -> list[FaqEntry]:
+    """What members of a group can be answered from: its own entries, and the global ones it does not
+    override (same question), group entries first."""
+    own = await entries_in_scope(session, group_id)
+    keys = {e.question_key for e in own}
+    return own + [e for e in await entries_in_scope(session, None) if e.question_key not in keys]
+
+
+async def claim_cooldown(session: AsyncSession, *, group_id: int, audience: str, entry_id: int, kind: str,
+                         event_ref: str, cooldown: timedelta, now: datetime | None = None) -> bool:
+    """True if this event may post the entry now (and records it); False while the cooldown runs.
+
+    One atomic statement: concurrent claims for the same entry and group let exactly one through; the
+    same event claiming again (a retry after a failed delivery) is let through again.
+    """
+    now = now or utcnow()
+    table = FaqCooldown.__table__.c
+    stmt = insert_for(session, FaqCooldown).values(
+        group_id=group_id, audience=audience, entry_id=entry_id, kind=kind, answered_at=now, event_ref=event_ref)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["group_id", "audience", "entry_id", "kind"],
+        set_={"answered_at": now, "event_ref": event_ref},
+        where=or_(table.answered_at <= now - cooldown, table.event_ref == event_ref),
+    )
+    return bool((await session.execute(stmt)).rowcount)
+
+
+async def log_unanswered(session: AsyncSession, *, group_id: int, cluster_key: str, sample: str,
+                         event_ref: str, at: datetime | None = None) -> None:
+    """Count an unanswered question under its cluster (a retried event is not counted twice in a row)."""
+    at = at or utcnow()
+    table = FaqUnanswered.__table__.c
+    stmt = insert_for(session, FaqUnanswered).values(
+        group_id=group_id, cluster_key=cluster_key, sample=sample[:500], count=1, first_seen=at, last_seen=at,
+        last_event_ref=event_ref)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["group_id", "cluster_key"],
+        set_={"count": table["count"] + 1, "sample": sample[:500], "last_seen": at, "last_event_ref": event_ref},
+        where=table.last_event_ref != event_ref,
+    )
+    await session.execute(stmt)
+
+
+@dataclass(frozen=True)
+class UnansweredRow:
+    channel: str
+    group: str
+    group_name: str
+    cluster_key: str
+    sample: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+async def unanswered(session: AsyncSession, *, group_id: int | None = None, limit: int = 50) -> list[UnansweredRow]:
+    """Unanswered questions, most asked first (then most recent)."""
+    query = (select(Group.channel, Group.external_id, Group.name, FaqUnanswered.cluster_key, FaqUnanswered.sample,
+                    FaqUnanswered.count, FaqUnanswered.first_seen, FaqUnanswered.last_seen)
+             .join(Group, Group.id == FaqUnanswered.group_id)  # type: ignore[arg-type]
+             .order_by(FaqUnanswered.count.desc(), FaqUnanswered.last_seen.desc())  # type: ignore[attr-defined]
+             .limit(limit))
+    if group_id is not None:
+        query = query.where(FaqUnanswered.group_id == group_id)
+    return [UnansweredRow(*row) for row in (await session.execute(query)).all()]
+
