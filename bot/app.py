@@ -27,6 +27,10 @@ def build_runtime(config: Config) -> Runtime:
         from bot.channels.wecom import WeComAppChannel
 
         runtime.add_channel(WeComAppChannel(runtime))
+    if config.smartbot.enabled:
+        from bot.channels.smartbot import SmartbotChannel
+
+        runtime.add_channel(SmartbotChannel(runtime))
     return runtime
 
 

@@ -11,9 +11,17 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 ENV_PREFIX = "QUNBOT_"
 
@@ -129,12 +137,161 @@ class WeComConfig(_Section):
         return value
 
 
+class SmartbotConfig(_Section):
+    enabled: bool = False
+    # URL path of the smart bot's callback (智能机器人 → 接收消息 URL).
+    path: str = "/wecom/smartbot"
+    # The smart bot's id (aibotid); when set, callbacks for another bot are refused.
+    bot_id: str = Field("", max_length=128)
+    # The bot's display name: "@name" is removed from messages; when empty, a leading @-mention is.
+    bot_name: str = Field("", max_length=64)
+    # Replies ready within this many seconds go back in the callback response (WeCom waits 5 s).
+    reply_budget_seconds: float = Field(2.0, gt=0, le=4.5)
+    # A reply that no stream refresh fetched within this many seconds after it was ready goes to response_url.
+    stream_grace_seconds: float = Field(15.0, gt=0, le=3000)
+    # How often each process looks for replies to post through response_url.
+    sweep_interval_seconds: float = Field(2.0, gt=0, le=60)
+    # response_url is only used when it starts with this (it should always be WeCom's API).
+    response_url_prefix: str = "https://qyapi.weixin.qq.com/"
+    replay_window_seconds: int = Field(600, ge=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(5.0, gt=0)
+    # Secrets: environment only (QUNBOT_SMARTBOT_TOKEN, QUNBOT_SMARTBOT_ENCODING_AES_KEY).
+    token: str = Field("", repr=False)
+    encoding_aes_key: str = Field("", repr=False)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("encoding_aes_key")
+    @classmethod
+    def _aes_key(cls, value: str) -> str:
+        if value and len(value) != 43:
+            raise ValueError("must be the 43-character EncodingAESKey from the smart bot's settings")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if len(value) > 32:
+            raise ValueError("must be at most 32 characters")
+        return value
+
+
 class AdminsConfig(_Section):
     # Bot admins: may use every command in every group. Each entry is a platform user id ("zhangsan"), or
     # "channel:user" to name the user on one channel only ("wecom:zhangsan", "simulator:u1").
     bot_admins: list[str] = []
     # Group owners and admins as the platform reports them count as group admins.
     trust_platform_admins: bool = True
+
+
+# A [number, value] pair in the config: validated as a tuple, shown (config check, JSON) as the list it was written as.
+Tier = Annotated[tuple[int, int], PlainSerializer(list, return_type=list)]
+LevelStep = Annotated[tuple[int, str], PlainSerializer(list, return_type=list)]
+
+
+class CheckinConfig(_Section):
+    # Points for every daily check-in.
+    base_points: int = Field(10, ge=0, le=100_000)
+    # [[days, bonus], ...]: a streak of at least `days` adds `bonus` (the highest tier reached applies).
+    streak_bonus: list[Tier] = [(3, 5), (7, 10), (30, 20)]
+    # Most points one check-in can earn, bonus included; 0 for no cap.
+    daily_cap: int = Field(30, ge=0, le=100_000)
+    # [[lifetime points, name], ...]: levels by points ever earned, from 0 upwards.
+    levels: list[LevelStep] = [(0, "新人"), (100, "活跃成员"), (500, "核心成员"), (2000, "元老")]
+    # May an admin's deduction take a member's balance below zero?
+    allow_negative_balance: bool = False
+    # Rows on the leaderboard (the caller's own rank is added when outside them).
+    leaderboard_size: int = Field(10, ge=1, le=50)
+
+    @field_validator("streak_bonus")
+    @classmethod
+    def _tiers(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for n, (days, bonus) in enumerate(value):
+            if days < 1 or bonus < 0:
+                raise ValueError(f"tier {[days, bonus]}: days must be >= 1 and bonus >= 0")
+            if n and (days <= value[n - 1][0] or bonus < value[n - 1][1]):
+                raise ValueError("tiers must be sorted by days (each longer than the last) with bonuses "
+                                 "that never shrink, e.g. [[3, 5], [7, 10], [30, 20]]")
+        return value
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        if not value or value[0][0] != 0:
+            raise ValueError('the first level must start at 0 points, e.g. [[0, "新人"], [100, "活跃成员"]]')
+        for n, (points, name) in enumerate(value):
+            if not name.strip():
+                raise ValueError(f"level at {points} points has no name")
+            if n and points <= value[n - 1][0]:
+                raise ValueError("levels must be sorted by points, each threshold higher than the last")
+        if len({name for _, name in value}) != len(value):
+            raise ValueError("level names must be different")
+        return value
+
+    @field_validator("daily_cap")
+    @classmethod
+    def _cap(cls, value: int, info: ValidationInfo) -> int:
+        base = info.data.get("base_points", 0)
+        if value and value < base:
+            raise ValueError(f"must be 0 (no cap) or at least base_points ({base}), got {value}")
+        return value
+
+
+class LotteryConfig(_Section):
+    # Join keyword of a lottery created without one.
+    default_keyword: str = Field("参加抽奖", min_length=1, max_length=32)
+    # How often the scheduled job looks for lotteries past their deadline (seconds).
+    job_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    # A drawer (or announcer) that vanished is replaced after this lease (seconds).
+    lease_seconds: float = Field(60.0, gt=0, le=3600)
+    # Entrants one lottery accepts.
+    max_entrants: int = Field(100_000, ge=1, le=1_000_000)
+    # Winners one lottery may have (sum of the prizes' stock).
+    max_winners: int = Field(500, ge=1, le=10_000)
+    # How far ahead a deadline may be set (days).
+    max_days_ahead: int = Field(365, ge=1, le=3650)
+
+
+class FaqConfig(_Section):
+    enabled: bool = True
+    # Confidence (0-1) at or above which the bot answers; in [suggest_threshold, answer_threshold) it
+    # offers suggestions; below, it stays silent.
+    answer_threshold: float = Field(0.6, gt=0, le=1)
+    suggest_threshold: float = Field(0.4, gt=0, le=1)
+    max_suggestions: int = Field(3, ge=0, le=10)
+    # The same entry is not answered again in a group within this many seconds (0: no cooldown).
+    cooldown_seconds: float = Field(300.0, ge=0)
+    # Messages with fewer letters/characters than this (after dropping punctuation and emoji) are ignored.
+    min_chars: int = Field(2, ge=1)
+    # Longer messages are not FAQ questions (and cost time to segment).
+    max_chars: int = Field(200, ge=10)
+    # Log questions the bot could not answer, grouped by similarity, for `qunbot faq unanswered`.
+    log_unanswered: bool = True
+    # Synonym groups: every word of a group is read as the group's first word.
+    synonyms: list[list[str]] = [
+        ["快递", "物流", "包裹"], ["优惠券", "优惠卷", "券", "代金券", "折扣券", "红包"],
+        ["积分", "积份", "分数"], ["退款", "退钱", "退费"], ["发货", "发出", "寄出", "出库", "发走"],
+        ["会员", "vip", "会员卡"], ["门店", "实体店", "线下店", "店铺", "店里"], ["尺码", "码数", "尺寸"],
+        ["客服", "人工", "人工客服"], ["发票", "开票"], ["收货地址", "地址"], ["售后", "退换货"],
+        ["权益", "福利", "好处", "特权"], ["获得", "攒", "赚", "拿到", "得到"], ["兑换", "换", "抵扣", "抵"],
+        ["过期", "清零", "失效", "到期"], ["取消", "撤销", "不想要"], ["上班", "在线", "上线"],
+        ["营业", "开门", "关门"], ["破损", "碎", "坏", "摔坏"], ["到账", "退回来"],
+    ]
+    # Extra filler words to ignore, on top of the built-in ones (请问, 那个, 呀, 吗 …).
+    stopwords: list[str] = []
+
+    @field_validator("synonyms")
+    @classmethod
+    def _groups(cls, value: list[list[str]]) -> list[list[str]]:
+        if any(len([w for w in group if w.strip()]) < 2 for group in value):
+            raise ValueError("each synonym group needs at least two words")
+        return value
 
 
 class TemplatesConfig(_Section):
@@ -158,7 +315,11 @@ class Config(_Section):
     inbox: InboxConfig = InboxConfig()
     welcome: WelcomeConfig = WelcomeConfig()
     wecom: WeComConfig = WeComConfig()
+    smartbot: SmartbotConfig = SmartbotConfig()
     admins: AdminsConfig = AdminsConfig()
+    checkin: CheckinConfig = CheckinConfig()
+    lottery: LotteryConfig = LotteryConfig()
+    faq: FaqConfig = FaqConfig()
     templates: TemplatesConfig = TemplatesConfig()
 
     @field_validator("timezone")
@@ -179,7 +340,8 @@ class Config(_Section):
         return self.database.url.startswith("sqlite")
 
 
-SECRET_KEYS = {("wecom", "token"), ("wecom", "encoding_aes_key"), ("wecom", "corp_secret")}
+SECRET_KEYS = {("wecom", "token"), ("wecom", "encoding_aes_key"), ("wecom", "corp_secret"),
+               ("smartbot", "token"), ("smartbot", "encoding_aes_key")}
 
 
 def env_name(section: str | None, key: str) -> str:
@@ -304,6 +466,15 @@ def _check_consistency(config: Config, origin: dict[str, str]) -> None:
                 how = "set" if ("wecom", key) in SECRET_KEYS else "set it in the config file or set"
                 raise ConfigError(f"invalid configuration: wecom.{key}: required when wecom.enabled ({where}); "
                                   f"{how} {env_name('wecom', key)}")
+    s = config.smartbot
+    if s.enabled:
+        for key in ("token", "encoding_aes_key"):
+            if not getattr(s, key):
+                raise ConfigError(f"invalid configuration: smartbot.{key}: required when smartbot.enabled "
+                                  f"({origin.get('smartbot.enabled', 'config')}); set {env_name('smartbot', key)}")
+        if w.enabled and s.path == w.callback_path:
+            raise ConfigError(f"invalid configuration: smartbot.path ({origin.get('smartbot.path', 'config')}): "
+                              f"must differ from wecom.callback_path ({w.callback_path})")
 
 
 def redacted(config: Config) -> dict[str, Any]:

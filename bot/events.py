@@ -86,8 +86,18 @@ class GroupDismissed(Event):
     type_name: ClassVar[str] = "group_dismissed"
 
 
+@dataclass
+class ChatEntered(Event):
+    """A member opened their 1:1 chat with the bot (WeCom smart bot enter_chat, at most daily); the door
+    shows the answer as a greeting."""
+
+    sender: Person = field(default_factory=lambda: Person(""))
+    type_name: ClassVar[str] = "chat_entered"
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type_name: cls for cls in (TextMessage, Command, MemberJoined, MemberLeft, GroupCreated, GroupDismissed)
+    cls.type_name: cls
+    for cls in (TextMessage, Command, MemberJoined, MemberLeft, GroupCreated, GroupDismissed, ChatEntered)
 }
 
 

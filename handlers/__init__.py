@@ -13,6 +13,9 @@ FEATURES = [
     "handlers.welcome",
     "handlers.admins",
     "handlers.help",
+    "handlers.checkin",
+    "handlers.lottery",
+    "handlers.faq",
 ]
 
 

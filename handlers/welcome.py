@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from bot.config import Config
 from bot.dispatcher import Context, Registry
-from bot.events import MemberJoined, Reply
+from bot.events import ChatEntered, MemberJoined, Reply
 from bot.runtime import Runtime
 from bot.templates import Templates, render_text
 from storage import groups as group_store
@@ -30,6 +30,7 @@ MAX_WAIT_WINDOWS = 10
 
 def setup(registry: Registry) -> None:
     registry.on(MemberJoined)(welcome_new_members)
+    registry.on(ChatEntered)(greet_chat_entered)
     registry.on_startup(start_platform_template_sync)
 
 
@@ -62,6 +63,13 @@ async def welcome_new_members(event: MemberJoined, ctx: Context) -> Reply | None
                           rules=settings.rules if settings else None)
     log.info("welcome posted", extra={"group": event.group, "members": len(batch), "event_id": event.id})
     return Reply(text, mentions=[by_id[p.member_id] for p in batch if p.member_id in by_id])
+
+
+async def greet_chat_entered(event: ChatEntered, ctx: Context) -> Reply | None:
+    """Someone opened a 1:1 chat with the bot (a door that reports it shows this as its greeting)."""
+    if not ctx.config.welcome.enabled:
+        return None
+    return Reply(ctx.templates.raw("welcome.enter_chat"))
 
 
 async def _wait_for_burst_to_end(ctx: Context, group_id: int, window: float) -> list[store.PendingWelcome]:

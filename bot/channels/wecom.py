@@ -164,6 +164,24 @@ class WeComAppChannel(Channel):
         log.warning("reply dropped: this door cannot post into a customer group",
                     extra={"event_id": event.id, "group": event.group, "replies": len(replies)})
 
+    async def post(self, group: str, replies: list[Reply]) -> None:
+        """Only in the 1:1 scope: each reply goes 1:1 (message/send) to the users it mentions.
+
+        Customer groups cannot take proactive posts (add_msg_template waits for the owner to confirm).
+        """
+        from bot.dispatcher import DIRECT_SCOPE
+
+        if group != DIRECT_SCOPE:
+            log.warning("post dropped: this door cannot post into a customer group on its own",
+                        extra={"group": group, "replies": len(replies)})
+            raise NotImplementedError("the wecom door cannot post into a customer group on its own")
+        client = self.runtime.wecom
+        if client is None:
+            raise RuntimeError("1:1 messages need wecom.corp_secret (QUNBOT_WECOM_CORP_SECRET) for message/send")
+        for reply in replies:
+            if reply.mentions:
+                await client.send_text("|".join(reply.mentions), reply.text)
+
     async def sync_welcome_template(self, text: str, attempts: int = 5) -> None:
         """Make the corp's group welcome template say `text`; one process does it, retried on failure."""
         client = self.runtime.wecom

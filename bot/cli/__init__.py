@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("qunbot.cli")
 
 # Feature modules in this package that add sub-commands (each has `register(subparsers)`).
-FEATURE_COMMANDS: list[str] = ["admin"]
+FEATURE_COMMANDS: list[str] = ["admin", "points", "lottery", "faq"]
 
 
 class UsageProblem(Exception):

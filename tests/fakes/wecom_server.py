@@ -42,6 +42,11 @@ TEXT_LIMIT_BYTES = 2048
 WELCOME_TEXT_LIMIT_BYTES = 3000
 MAX_WELCOME_TEMPLATES = 100
 MAX_MSG_TEMPLATE_CHATS = 2000
+# Smart bot response_url (docs/platform.md §5): usable once, within an hour. What WeCom answers to a second
+# use or a late one is unconfirmed, so the generic "invalid parameter" with a telling errmsg.
+RESPONSE_URL_PATH = "/cgi-bin/aibot/response"
+RESPONSE_URL_TTL = 3600.0
+RESPONSE_CONTENT_LIMIT_BYTES = 20480
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -66,6 +71,9 @@ class FakeWeCom:
         self.appchat_messages: list[dict[str, Any]] = []  # appchat/send bodies
         self.msg_templates: list[dict[str, Any]] = []  # add_msg_template bodies, plus "msgid"
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, json body or None)
+        self.response_urls: dict[str, float] = {}  # smart bot response_code -> monotonic issue time
+        self.used_response_codes: set[str] = set()
+        self.responses: list[dict[str, Any]] = []  # bodies accepted at a response_url, plus "response_code"
         self._faults: dict[str, deque[int]] = defaultdict(deque)
         self._http_faults: dict[str, deque[int]] = defaultdict(deque)
         self._calls: dict[str, deque[float]] = defaultdict(deque)
@@ -171,6 +179,8 @@ class FakeWeCom:
             return _error(self._faults[path].popleft())
         if self._rate_limited(path):
             return _error(45009)
+        if path == RESPONSE_URL_PATH:
+            return self._aibot_response(request.query.get("response_code", ""), body, bad_json)
         if path == "/cgi-bin/gettoken":
             return self._gettoken(request)
         handler = self._routes.get(path)
@@ -196,6 +206,33 @@ class FakeWeCom:
             return True
         window.append(now)
         return False
+
+    def new_response_url(self, *, age: float = 0.0) -> str:
+        """A smart bot response_url as a message callback carries it (`age`: seconds since it was issued)."""
+        code = secrets.token_urlsafe(24)
+        self.response_urls[code] = time.monotonic() - age
+        return f"{self.base_url}{RESPONSE_URL_PATH}?response_code={code}"
+
+    def _aibot_response(self, code: str, body: Any, bad_json: bool) -> web.Response:
+        issued = self.response_urls.get(code)
+        if issued is None:
+            return _error(ERR_INVALID_PARAM, "invalid response_code")
+        if code in self.used_response_codes:
+            return _error(ERR_INVALID_PARAM, "response_code already used")
+        if time.monotonic() - issued > RESPONSE_URL_TTL:
+            return _error(ERR_INVALID_PARAM, "response_code expired")
+        if bad_json or not isinstance(body, dict):
+            return _error(47001)
+        msgtype = body.get("msgtype")
+        content = (body.get("markdown") or {}).get("content") if msgtype == "markdown" else None
+        if msgtype == "markdown" and (not isinstance(content, str) or
+                                      len(content.encode("utf-8")) > RESPONSE_CONTENT_LIMIT_BYTES):
+            return _error(ERR_INVALID_PARAM, "markdown.content missing or too long")
+        if msgtype not in ("markdown", "template_card"):
+            return _error(ERR_INVALID_PARAM, "msgtype must be markdown or template_card")
+        self.used_response_codes.add(code)
+        self.responses.append({**body, "response_code": code})
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
 
     def _gettoken(self, request: web.Request) -> web.Response:
         if request.query.get("corpid") != self.corp_id:
