@@ -482,9 +482,12 @@ async def join_by_keyword(event: TextMessage, ctx: Context) -> Reply | None:
     candidate = _keyword_of(event.text)
     if not candidate or len(candidate) > KEYWORD_MAX:
         return None  # cheap exit for ordinary chat: no keyword is this long
+    wanted = next((lottery_id for lottery_id, keyword in await store.open_keywords(ctx.db, ctx.group_row.id)  # type: ignore[arg-type]
+                   if normalize_command_word(keyword) == candidate), None)
+    if wanted is None:
+        return None
     async with ctx.db.session() as session:
-        lottery = next((lot for lot in await store.open_in_group(session, ctx.group_row.id)  # type: ignore[arg-type]
-                        if normalize_command_word(lot.keyword) == candidate), None)
+        lottery = await session.get(store.Lottery, wanted)
     if lottery is None:
         return None
     ctx.handled = True

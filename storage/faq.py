@@ -15,7 +15,7 @@ from sqlalchemy import Index, UniqueConstraint, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from storage.db import UTCDateTime, utcnow
+from storage.db import Database, UTCDateTime, utcnow
 from storage.groups import Group
 from storage.upsert import insert_for
 
@@ -243,3 +243,13 @@ async def unanswered(session: AsyncSession, *, group_id: int | None = None, limi
         query = query.where(FaqUnanswered.group_id == group_id)
     return [UnansweredRow(*row) for row in (await session.execute(query)).all()]
 
+
+
+async def current_revisions(db: Database, scopes: Sequence[int]) -> dict[int, int]:
+    """Like `revisions`, for the per-message check: one driver-level read, no ORM layers, no write lock."""
+    from storage import fastsql
+
+    rows = await fastsql.fetch(db, "SELECT scope, revision FROM faq_revisions WHERE scope IN "  # noqa: S608 - placeholders only
+                               f"({fastsql.placeholders(len(scopes))})", list(scopes))
+    found = {int(scope): int(revision) for scope, revision in rows}
+    return {scope: found.get(scope, 0) for scope in scopes}

@@ -557,3 +557,16 @@ async def find_entrant(session: AsyncSession, lottery_id: int, who: str) -> Memb
         if found is not None:
             return found
     return None
+
+
+async def open_keywords(db: Database, group_id: int) -> list[tuple[int, str]]:
+    """(id, keyword) of the group's open lotteries, soonest deadline first.
+
+    Every short chat message asks this, so it is one driver-level read: no ORM layers, no write lock.
+    """
+    from storage import fastsql
+
+    rows = await fastsql.fetch(
+        db, "SELECT id, keyword FROM lotteries WHERE group_id = ? AND status = ? ORDER BY deadline, id",
+        [group_id, OPEN])
+    return [(int(i), str(k)) for i, k in rows]

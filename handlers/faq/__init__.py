@@ -135,8 +135,7 @@ class FaqService:
         analyzer = await self._get_analyzer(ctx.config)
         assert ctx.group_row is not None and ctx.group_row.id is not None
         group_scope = ctx.group_row.id
-        async with ctx.db.session() as session:
-            revs = await store.revisions(session, [store.GLOBAL_SCOPE, group_scope])
+        revs = await store.current_revisions(ctx.db, [store.GLOBAL_SCOPE, group_scope])
         limit = max(ctx.config.faq.max_suggestions, 1) + 1
         own = await self._scope(ctx.db, analyzer, group_scope, revs[group_scope])
         shared = await self._scope(ctx.db, analyzer, store.GLOBAL_SCOPE, revs[store.GLOBAL_SCOPE])
