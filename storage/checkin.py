@@ -134,8 +134,11 @@ def _streak_islands(group_id: int, today: date, member_ids: list[int] | None = N
                (day_number - func.row_number().over(partition_by=Checkin.member_id, order_by=Checkin.day))
                .label("island"))
         .where(Checkin.group_id == group_id, Checkin.day <= today, Checkin.member_id.in_(recent))  # type: ignore[attr-defined]
-        .subquery()
     )
+    if member_ids is not None:
+        # Said again outside the subquery so the planner reads only these members' rows through the unique index.
+        days = days.where(Checkin.member_id.in_(member_ids))  # type: ignore[attr-defined]
+    days = days.subquery()
     return (
         select(days.c.member_id, func.count().label("length"))
         .group_by(days.c.member_id, days.c.island)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -106,7 +107,10 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self._raw_pool: Any = None
+        self._raw_pool_lock = asyncio.Lock()
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
 
     @property
@@ -139,5 +143,21 @@ class Database:
         except Exception:
             return False
 
+    async def raw_pool(self) -> Any:
+        """PostgreSQL only: an asyncpg pool for the hot-path reads in storage.fastsql (a checkout costs no
+        SQLAlchemy layers and no pre-ping round trip)."""
+        if self._raw_pool is None:
+            async with self._raw_pool_lock:
+                if self._raw_pool is None:
+                    import asyncpg
+
+                    dsn = make_url(async_url(self.url)).set(drivername="postgresql").render_as_string(
+                        hide_password=False)
+                    self._raw_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.pool_size)
+        return self._raw_pool
+
     async def close(self) -> None:
+        if self._raw_pool is not None:
+            await self._raw_pool.close()
+            self._raw_pool = None
         await self.engine.dispose()

@@ -36,10 +36,11 @@ def placeholders(count: int) -> str:
 
 async def fetch(db: Database, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
     """One statement on a pooled connection, committed on its own, for occasional use; returns its rows."""
+    if db.dialect == "postgresql":
+        async with (await db.raw_pool()).acquire() as pg:
+            return [tuple(r) for r in await pg.fetch(_numbered(sql), *params)]
     async with db.engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection
-        if db.dialect == "postgresql":
-            return [tuple(r) for r in await raw.fetch(_numbered(sql), *params)]
         return [tuple(r) for r in await raw.execute_fetchall(sql, [_sqlite_param(p) for p in params])]
 
 
