@@ -102,6 +102,10 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+async def _nothing_to_reset(_conn: Any) -> None:
+    return None
+
+
 class Database:
     """The engine plus a session factory; one per process."""
 
@@ -153,7 +157,10 @@ class Database:
 
                     dsn = make_url(async_url(self.url)).set(drivername="postgresql").render_as_string(
                         hide_password=False)
-                    self._raw_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.pool_size)
+                    # Only plain reads run here (no session state to undo), so skip asyncpg's reset query
+                    # (RESET ALL, UNLISTEN …), a round trip on every release.
+                    self._raw_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=self.pool_size,
+                                                               reset=_nothing_to_reset)
         return self._raw_pool
 
     async def close(self) -> None:
