@@ -76,7 +76,37 @@ async def write_batch(
     if not rows and not done_ids:
         return {}
     insert_at = 0
-    if conn.postgres:
+    if conn.postgres and tallies:
+        # Still one round trip: the events whose activity is not counted yet are marked done together with
+        # the stamp that says so (a conditional UPDATE, so an event finished twice counts once), and their
+        # tallies are summed into member_activity, all as data-modifying CTEs of the insert.
+        tally_rows = list(tallies.items())
+        statements = [(
+            "WITH fresh AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL, "
+            "recorded_at = ? WHERE id = ANY(?::int[]) AND recorded_at IS NULL RETURNING id), "
+            "done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
+            "WHERE id = ANY(?::int[]) AND NOT (id = ANY(?::int[]) AND recorded_at IS NULL)), "
+            "act AS (INSERT INTO member_activity (group_id, member_id, day, messages, commands, first_at, last_at) "
+            "SELECT g, m, d, sum(msg), sum(cmd), min(a), max(a) "
+            "FROM unnest(?::int[], ?::int[], ?::int[], ?::date[], ?::int[], ?::int[], ?::timestamptz[]) "
+            "AS t(eid, g, m, d, msg, cmd, a) JOIN fresh ON fresh.id = t.eid GROUP BY g, m, d "
+            "ON CONFLICT (group_id, member_id, day) DO UPDATE SET "
+            "messages = member_activity.messages + excluded.messages, "
+            "commands = member_activity.commands + excluded.commands, "
+            "first_at = LEAST(member_activity.first_at, excluded.first_at), "
+            "last_at = GREATEST(member_activity.last_at, excluded.last_at)) "
+            "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
+            "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
+            "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
+            [stamp, stamp, list(tallies), stamp, done_ids, list(tallies),
+             [eid for eid, _ in tally_rows], [t.group_id for _, t in tally_rows], [t.member_id for _, t in tally_rows],
+             [t.day for _, t in tally_rows], [0 if t.command else 1 for _, t in tally_rows],
+             [1 if t.command else 0 for _, t in tally_rows], [t.at for _, t in tally_rows],
+             stamp, until, [m.channel for m in rows], [m.message_key for m in rows],
+             [m.event_type for m in rows], [m.payload for m in rows]],
+        )]
+        tallies = None
+    elif conn.postgres:
         # One constant statement (arrays, not a placeholder per value), so asyncpg prepares it once.
         statements: list[fastsql.Statement] = [(
             "WITH done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
