@@ -95,6 +95,25 @@ class WelcomeConfig(_Section):
     merge_window_seconds: float = Field(2.0, ge=0, le=60)
 
 
+def _url_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with /")
+    return value
+
+
+def _aes_key(value: str, where: str) -> str:
+    """A callback EncodingAESKey (WeCom's doors share the scheme); empty means not configured."""
+    if value and len(value) != 43:
+        raise ValueError(f"must be the 43-character EncodingAESKey from {where}")
+    return value
+
+
+def _callback_token(value: str) -> str:
+    if len(value) > 32:
+        raise ValueError("must be at most 32 characters")
+    return value
+
+
 class WeComConfig(_Section):
     enabled: bool = False
     corp_id: str = ""
@@ -115,26 +134,9 @@ class WeComConfig(_Section):
     encoding_aes_key: str = Field("", repr=False)
     corp_secret: str = Field("", repr=False)
 
-    @field_validator("callback_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
-
-    @field_validator("encoding_aes_key")
-    @classmethod
-    def _aes_key(cls, value: str) -> str:
-        if value and len(value) != 43:
-            raise ValueError("must be the 43-character EncodingAESKey from the WeCom admin console")
-        return value
-
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: str) -> str:
-        if len(value) > 32:
-            raise ValueError("must be at most 32 characters")
-        return value
+    _path = field_validator("callback_path")(lambda value: _url_path(value))
+    _aes_key = field_validator("encoding_aes_key")(lambda value: _aes_key(value, "the WeCom admin console"))
+    _token = field_validator("token")(lambda value: _callback_token(value))
 
 
 class SmartbotConfig(_Section):
@@ -160,26 +162,9 @@ class SmartbotConfig(_Section):
     token: str = Field("", repr=False)
     encoding_aes_key: str = Field("", repr=False)
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
-
-    @field_validator("encoding_aes_key")
-    @classmethod
-    def _aes_key(cls, value: str) -> str:
-        if value and len(value) != 43:
-            raise ValueError("must be the 43-character EncodingAESKey from the smart bot's settings")
-        return value
-
-    @field_validator("token")
-    @classmethod
-    def _token(cls, value: str) -> str:
-        if len(value) > 32:
-            raise ValueError("must be at most 32 characters")
-        return value
+    _path = field_validator("path")(lambda value: _url_path(value))
+    _aes_key = field_validator("encoding_aes_key")(lambda value: _aes_key(value, "the smart bot's settings"))
+    _token = field_validator("token")(lambda value: _callback_token(value))
 
 
 class AdminsConfig(_Section):

@@ -35,7 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.channels.base import Capabilities, Channel
-from bot.channels.wecom import read_body
+from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected
 from bot.events import ChatEntered, Event, Person, Reply, TextMessage
 from storage import smartbot as store
@@ -128,7 +128,7 @@ class SmartbotChannel(Channel):
             q = query_params(request, "msg_signature", "timestamp", "nonce", "echostr")
             plain = self.crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
         except Rejected as exc:
-            return _reject(request, exc)
+            return reject(request, exc, log, "smartbot callback rejected")
         log.info("smartbot url verified", extra={"path": request.path})
         return web.Response(body=plain, content_type="text/plain")
 
@@ -147,7 +147,7 @@ class SmartbotChannel(Channel):
                 raise Rejected(403, "aibotid is not this bot's")
             incoming = parse_callback(message, self.cfg.bot_name)
         except Rejected as exc:
-            return _reject(request, exc)
+            return reject(request, exc, log, "smartbot callback rejected")
         if incoming.kind == IGNORED:
             log.info("smartbot callback ignored", extra={"msgid": incoming.msgid, "what": incoming.note})
             return web.Response(status=200)
@@ -479,22 +479,3 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Rejected(400, f"{what} is not a JSON object")
     return value
-
-
-def query_params(request: web.Request, *names: str) -> dict[str, str]:
-    values = {}
-    for name in names:
-        value = request.query.get(name, "")
-        if not value or len(value) > 4096:
-            raise Rejected(400, f"missing or oversized query parameter {name}")
-        values[name] = value
-    return values
-
-
-def _reject(request: web.Request, exc: Rejected) -> web.Response:
-    log.warning("smartbot callback rejected", extra={"path": request.path, "status": exc.status,
-                                                     "reason": exc.reason, "peer": request.remote})
-    response = web.Response(status=exc.status, text="rejected")
-    if exc.status in (408, 413):
-        response.force_close()  # the rest of the body is not worth reading
-    return response

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.channels.base import Capabilities, Channel
+from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected, parse_xml
 from bot.events import (
     Event,
@@ -84,16 +85,16 @@ class WeComAppChannel(Channel):
     async def verify_url(self, request: web.Request) -> web.Response:
         """URL verification: answer the decrypted echostr as the raw body."""
         try:
-            q = _query(request, "msg_signature", "timestamp", "nonce", "echostr")
+            q = query_params(request, "msg_signature", "timestamp", "nonce", "echostr")
             plain = self.crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
         except Rejected as exc:
-            return _reject(request, exc)
+            return reject(request, exc, log, "callback rejected")
         log.info("callback url verified", extra={"path": request.path})
         return web.Response(body=plain, content_type="text/plain")
 
     async def callback(self, request: web.Request) -> web.Response:
         try:
-            q = _query(request, "msg_signature", "timestamp", "nonce")
+            q = query_params(request, "msg_signature", "timestamp", "nonce")
             self.crypto.check_timestamp(q["timestamp"])
             body = await read_body(request, self.cfg.max_body_bytes, self.cfg.body_timeout_seconds)
             outer = parse_xml(body)
@@ -104,7 +105,7 @@ class WeComAppChannel(Channel):
             message = parse_xml(self.crypto.decrypt(encrypted))
             events = events_from_message(message)
         except Rejected as exc:
-            return _reject(request, exc)
+            return reject(request, exc, log, "callback rejected")
         if not events:
             log.info("callback ignored", extra={"msg_type": message.get("MsgType"), "event": message.get("Event"),
                                                  "change_type": message.get("ChangeType")})
@@ -245,42 +246,3 @@ def events_from_message(message: dict[str, object]) -> list[Event]:
     if change == "update" and detail == "del_member" and people:
         return [MemberLeft("wecom", key, chat_id, at, members=people, scene=QUIT_SCENES.get(get("QuitScene")))]
     return []
-
-
-async def read_body(request: web.Request, limit: int, timeout_seconds: float) -> bytes:
-    """The request body, refused if declared or found larger than `limit`, or not complete in time."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Rejected(413, f"body of {request.content_length} bytes exceeds {limit}")
-    if request.content.is_eof() and request.content_length is not None:
-        return await request.read()  # already received whole (the usual case): no timer needed
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout_seconds):
-            while chunk := await request.content.read(16384):
-                size += len(chunk)
-                if size > limit:
-                    raise Rejected(413, f"body exceeds {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Rejected(408, f"body not complete within {timeout_seconds:g} s") from None
-    return b"".join(chunks)
-
-
-def _query(request: web.Request, *names: str) -> dict[str, str]:
-    values = {}
-    for name in names:
-        value = request.query.get(name, "")
-        if not value or len(value) > 4096:
-            raise Rejected(400, f"missing or oversized query parameter {name}")
-        values[name] = value
-    return values
-
-
-def _reject(request: web.Request, exc: Rejected) -> web.Response:
-    log.warning("callback rejected", extra={"path": request.path, "status": exc.status, "reason": exc.reason,
-                                            "peer": request.remote})
-    response = web.Response(status=exc.status, text="rejected")
-    if exc.status in (408, 413):
-        response.force_close()  # the rest of the body is not worth reading
-    return response
