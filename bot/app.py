@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from bot.channels import DOORS, door_class
 from bot.config import Config
 from bot.http import json_response
 from bot.runtime import Runtime
@@ -19,18 +20,9 @@ RUNTIME = web.AppKey("runtime", Runtime)
 def build_runtime(config: Config) -> Runtime:
     """A runtime with every door the configuration enables."""
     runtime = Runtime(config)
-    if config.simulator.enabled:
-        from bot.channels.simulator import SimulatorChannel
-
-        runtime.add_channel(SimulatorChannel(runtime))
-    if config.wecom.enabled:
-        from bot.channels.wecom import WeComAppChannel
-
-        runtime.add_channel(WeComAppChannel(runtime))
-    if config.smartbot.enabled:
-        from bot.channels.smartbot import SmartbotChannel
-
-        runtime.add_channel(SmartbotChannel(runtime))
+    for name in DOORS:
+        if getattr(config, name).enabled:
+            runtime.add_channel(door_class(name)(runtime))
     return runtime
 
 
