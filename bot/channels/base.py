@@ -26,6 +26,8 @@ class Capabilities:
     posts_welcome: bool = False
     # Does the platform send a welcome itself from a template we keep in sync?
     welcome_template: bool = False
+    # Does the door report a member opening a 1:1 chat (smart bot enter_chat, Official Account follow)?
+    greets: bool = False
     mentions: bool = False
     markdown: bool = False
     images: bool = False
@@ -35,6 +37,9 @@ class Channel:
     """Base class: parse platform payloads into events at the edge, deliver replies back."""
 
     name: str = "base"
+    # How the README's capability table names the door, and how members reach the bot through it.
+    title: str = "base"
+    reaches: str = ""
     capabilities = Capabilities()
 
     def __init__(self, runtime: Runtime) -> None:

@@ -39,6 +39,8 @@ ROLES = ("owner", "admin", "member")
 
 class SimulatorChannel(Channel):
     name = "simulator"
+    title = "Simulator"
+    reaches = "the /simulator page (a demo group in the browser)"
     capabilities = Capabilities(
         can_reply=True, can_post_proactively=True, sees_joins=True, posts_welcome=True, mentions=True,
         markdown=False, images=False,

@@ -80,12 +80,15 @@ class SmartbotChannel(Channel):
     """Smart bot HTTP callbacks: @-mentions in groups, 1:1 messages, enter_chat, stream refreshes."""
 
     name = "smartbot"
+    title = "WeCom smart bot, HTTP callback"
+    reaches = "@-mentions in groups, 1:1 chats"
     capabilities = Capabilities(
         can_reply=True,  # in the callback response, a stream, or response_url
         can_post_proactively=False,  # only the WebSocket mode can send unprompted (aibot_send_msg)
         sees_joins=False,  # WeCom reports no group joins to a smart bot; enter_chat is a 1:1 event
         posts_welcome=False,
         welcome_template=False,
+        greets=True,  # enter_chat, answered with a text greeting
         mentions=False,  # unconfirmed for smart bot markdown: names are written as text
         markdown=True,
         images=False,

@@ -46,6 +46,8 @@ class WeComAppChannel(Channel):
     """Self-built app callbacks: 1:1 messages to the app and customer-group (客户群) membership events."""
 
     name = "wecom"
+    title = "WeCom self-built app"
+    reaches = "1:1 chats with the app; customer-group join/leave events"
     capabilities = Capabilities(
         can_reply=True,  # 1:1 through message/send
         can_post_proactively=False,  # customer groups only through add_msg_template, which the owner confirms
