@@ -91,6 +91,8 @@ class Context:
     handled: bool = False
     # The event's activity, counted by the inbox when it marks the event done.
     tally: Tally | None = None
+    # The registry's probes, read with the speaker (empty when the speaker had to be written).
+    probes: dict[str, Any] = field(default_factory=dict)
     _role: Role | None = None
 
     @property
@@ -145,6 +147,8 @@ class Registry:
         self.handlers: list[tuple[type[Event], str, Handler]] = []
         self.commands: dict[str, CommandSpec] = {}
         self.startup: list[Callable[[Runtime], Awaitable[None]]] = []
+        # Scalar SQL expressions over the speaker's group (`g`), read in the speaker's own statement.
+        self.probes: dict[str, str] = {}
         self._feature = ""
 
     def feature(self, name: str) -> Registry:
@@ -159,6 +163,15 @@ class Registry:
             return fn
 
         return register
+
+    def probe(self, name: str, sql: str) -> None:
+        """Read `sql` (a scalar expression over the speaker's group row, aliased `g`, with literal constants
+        only) in the same statement that finds the speaker of a message; handlers find its value in
+        `ctx.probes[name]`. Meant for cheap per-message checks (a revision counter, whether anything is
+        open) that would otherwise cost a round trip each. Absent when the speaker had to be written."""
+        if name in self.probes:
+            raise ValueError(f"probe {name!r} registered twice")
+        self.probes[name] = sql
 
     def command(self, name: str, *aliases: str, description: str = "", usage: str = "",
                 role: Role = Role.MEMBER, audited: bool | None = None) -> Callable[[Handler], Handler]:
@@ -219,6 +232,10 @@ class Dispatcher:
         self.runtime = runtime
         self.registry = registry
 
+    @property
+    def _probe_sql(self) -> list[str]:
+        return list(self.registry.probes.values())
+
     async def dispatch(self, event: Event, channel: Channel) -> Context:
         ctx = Context(self.runtime, channel, self._parse_command(event))
         await self._record(ctx)
@@ -273,14 +290,16 @@ class Dispatcher:
         event: TextMessage = ctx.event  # type: ignore[assignment]
         if event.sender.role is not None:
             return False
-        row = await group_store.find_speaker(self.runtime.db, event.channel, scope, event.sender.user)
+        row = await group_store.find_speaker(self.runtime.db, event.channel, scope, event.sender.user,
+                                             self._probe_sql)
         if row is None:
             return False
-        group, member, stay = row
+        group, member, stay, probed = row
         if not stay or (group_name and group.name != group_name) or (event.sender.name and
                                                                           member.name != event.sender.name):
             return False
         ctx.group_row, ctx.member_row = group, member
+        ctx.probes = dict(zip(self.registry.probes, probed, strict=True))
         return True
 
     async def _write_membership(self, ctx: Context, scope: str, name: str | None) -> None:

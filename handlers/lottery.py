@@ -43,12 +43,17 @@ USAGE = ("抽奖 [列表 | 结果 编号]；管理员：抽奖 创建 标题 | �
          "抽奖 重抽 编号 奖品 @中奖人 [原因]")
 
 
+# How many lotteries are open in the speaker's group, read with the speaker (Registry.probe).
+PROBE_OPEN = "lottery.open"
+
+
 def setup(registry: Registry) -> None:
     from scheduler.lottery import start_due_draw_job
 
     registry.command("抽奖", "/lottery", description="查看和参加抽奖；管理员创建、开奖、重抽", usage=USAGE,
                      role=Role.MEMBER, audited=False)(lottery_command)
     registry.on(TextMessage)(join_by_keyword)
+    registry.probe(PROBE_OPEN, f"SELECT count(*) FROM lotteries WHERE group_id = g.id AND status = '{store.OPEN}'")  # noqa: S608
     registry.on_startup(start_due_draw_job)
 
 
@@ -482,6 +487,8 @@ async def join_by_keyword(event: TextMessage, ctx: Context) -> Reply | None:
     candidate = _keyword_of(event.text)
     if not candidate or len(candidate) > KEYWORD_MAX:
         return None  # cheap exit for ordinary chat: no keyword is this long
+    if ctx.probes.get(PROBE_OPEN, 1) == 0:
+        return None  # read with the speaker: the group has no open lottery
     wanted = next((lottery_id for lottery_id, keyword in await store.open_keywords(ctx.db, ctx.group_row.id)  # type: ignore[arg-type]
                    if normalize_command_word(keyword) == candidate), None)
     if wanted is None:

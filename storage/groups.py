@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Index, UniqueConstraint, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -173,33 +175,41 @@ async def find_member_in_group(session: AsyncSession, group: Group, who: str) ->
     return None
 
 
-_SPEAKER_SQL = (
+_SPEAKER_SELECT = (
     "SELECT g.id, g.name, g.owner, g.timezone, g.created_at, g.dismissed_at, "
-    "m.id, m.name, m.kind, m.created_at, m.updated_at, s.id "
-    "FROM groups g JOIN members m ON m.channel = g.channel AND m.external_id = ? "
+    "m.id, m.name, m.kind, m.created_at, m.updated_at, s.id"
+)
+_SPEAKER_FROM = (
+    " FROM groups g JOIN members m ON m.channel = g.channel AND m.external_id = ? "
     "LEFT JOIN memberships s ON s.group_id = g.id AND s.member_id = m.id AND s.left_at IS NULL "
     "WHERE g.channel = ? AND g.external_id = ? LIMIT 1"
 )
+_speaker_sql: dict[tuple[str, ...], str] = {}
 
 
-async def find_speaker(db: Database, channel: str, group_external_id: str,
-                       user: str) -> tuple[Group, Member, bool] | None:
-    """The group, the member and whether they are in it now, in one read through the driver.
+async def find_speaker(db: Database, channel: str, group_external_id: str, user: str,
+                       probes: Sequence[str] = ()) -> tuple[Group, Member, bool, list[Any]] | None:
+    """The group, the member, whether they are in it now, and the value of each probe, in one read.
 
     This runs for every message a group sends, so it skips the ORM's query layers (several times the
-    cost of the round trip) and takes no write lock on SQLite.
+    cost of the round trip) and takes no write lock on SQLite. `probes` are scalar SQL expressions over
+    the group row `g` (features' per-message checks, see Registry.probe), read in the same statement.
     """
     from storage import fastsql
 
-    rows = await fastsql.fetch(db, _SPEAKER_SQL, [user, channel, group_external_id])
+    key = tuple(probes)
+    sql = _speaker_sql.get(key)
+    if sql is None:
+        sql = _speaker_sql[key] = _SPEAKER_SELECT + "".join(f", ({p})" for p in probes) + _SPEAKER_FROM
+    rows = await fastsql.fetch(db, sql, [user, channel, group_external_id])
     if not rows:
         return None
-    (gid, gname, owner, tz, gcreated, gdismissed, mid, mname, kind, mcreated, mupdated, stay) = rows[0]
+    (gid, gname, owner, tz, gcreated, gdismissed, mid, mname, kind, mcreated, mupdated, stay) = rows[0][:12]
     group = Group(id=gid, channel=channel, external_id=group_external_id, name=gname, owner=owner, timezone=tz,
                   created_at=_utc(gcreated), dismissed_at=_utc(gdismissed))
     member = Member(id=mid, channel=channel, external_id=user, name=mname, kind=kind, created_at=_utc(mcreated),
                     updated_at=_utc(mupdated))
-    return group, member, stay is not None
+    return group, member, stay is not None, list(rows[0][12:])
 
 
 def _utc(value: datetime | str | None) -> datetime | None:

@@ -12,6 +12,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
 from bot.events import Command, Person, TextMessage, event_from_json
@@ -345,3 +346,26 @@ async def test_concurrent_accepts_in_two_processes_store_a_message_once(db_url, 
     async with first.runtime.db.session() as session:
         stored = (await session.execute(select(func.count()).select_from(InboxMessage))).scalar_one()
     assert stored == len(keys)
+
+
+# -- probes: per-message checks read with the speaker ------------------------------------------------
+
+
+async def test_probes_are_read_with_a_known_speaker_and_absent_when_the_speaker_is_written(bot):
+    registry = bot.runtime.registry
+    registry.probe("test.members", "SELECT count(*) FROM memberships WHERE group_id = g.id AND left_at IS NULL")
+    seen: list[dict] = []
+
+    @registry.on(TextMessage)
+    async def capture(event, ctx):
+        seen.append(dict(ctx.probes))
+
+    await accept_and_process(bot, text_event("你好", user="u1"))  # u1 is new: written, not probed
+    await accept_and_process(bot, text_event("在吗", user="u1"))  # known now: one read with the probes
+    await accept_and_process(bot, text_event("大家好", user="u2", name="小红"))
+    await accept_and_process(bot, text_event("再说一句", user="u2", name="小红"))
+    assert "test.members" not in seen[0] and "test.members" not in seen[2]
+    assert seen[1]["test.members"] == 1 and seen[3]["test.members"] == 2
+    assert seen[1]["faq.group_revision"] is None and seen[1]["lottery.open"] == 0
+    with pytest.raises(ValueError, match="twice"):
+        registry.probe("test.members", "SELECT 1")

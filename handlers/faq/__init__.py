@@ -57,9 +57,15 @@ LIST_LIMIT = 30
 _MENTIONS = re.compile(r"^\s*(?:@\S+\s+)+")
 
 
+# The scopes' revisions, read with each message's speaker (Registry.probe).
+PROBE_GROUP, PROBE_GLOBAL = "faq.group_revision", "faq.global_revision"
+
+
 def setup(registry: Registry) -> None:
     service = FaqService()
     registry.on_startup(service.start)
+    registry.probe(PROBE_GROUP, "SELECT revision FROM faq_revisions WHERE scope = g.id")
+    registry.probe(PROBE_GLOBAL, f"SELECT revision FROM faq_revisions WHERE scope = {int(store.GLOBAL_SCOPE)}")  # noqa: S608 - a constant
     registry.on(TextMessage)(service.answer)
 
     @registry.command("问答", "/faq", description="常见问题：查看列表；管理员可添加、删除",
@@ -135,7 +141,11 @@ class FaqService:
         analyzer = await self._get_analyzer(ctx.config)
         assert ctx.group_row is not None and ctx.group_row.id is not None
         group_scope = ctx.group_row.id
-        revs = await store.current_revisions(ctx.db, [store.GLOBAL_SCOPE, group_scope])
+        if PROBE_GROUP in ctx.probes:  # read with the speaker: no round trip of its own
+            revs = {group_scope: int(ctx.probes[PROBE_GROUP] or 0),
+                    store.GLOBAL_SCOPE: int(ctx.probes[PROBE_GLOBAL] or 0)}
+        else:
+            revs = await store.current_revisions(ctx.db, [store.GLOBAL_SCOPE, group_scope])
         limit = max(ctx.config.faq.max_suggestions, 1) + 1
         own = await self._scope(ctx.db, analyzer, group_scope, revs[group_scope])
         shared = await self._scope(ctx.db, analyzer, store.GLOBAL_SCOPE, revs[store.GLOBAL_SCOPE])
