@@ -17,8 +17,9 @@ import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
+from bot.batching import GroupCommit
 from bot.events import Event, Reply, event_from_json, event_to_json
 from storage import fastsql
 from storage import inbox as store
@@ -26,13 +27,10 @@ from storage.activity import Tally, tally_statements
 from storage.db import utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
 
     from bot.runtime import Runtime
 
 log = logging.getLogger("qunbot.inbox")
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def _log_fields(event: Event, attempt: int) -> dict[str, object]:
@@ -52,80 +50,6 @@ class InboxUnavailable(Exception):
     """The event could not be stored; the door must not acknowledge it."""
 
 
-class GroupCommit(Generic[T, R]):
-    """Collects items from concurrent callers and writes them in batches, one write in flight at a time.
-
-    While a batch is being written the next one accumulates, so batches grow with load and cost nothing
-    extra when it is quiet. Each caller gets its own item's result.
-    """
-
-    def __init__(self, writers: list[Callable[[list[T]], Awaitable[list[R]]]], batch_max: int) -> None:
-        # One lane per writer: with several, a batch can go out while the previous one awaits its commit.
-        self._writers = writers
-        self._batch_max = batch_max
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._writing = 0
-
-    def submit_nowait(self, item: T) -> None:
-        """Queue an item whose result nobody waits for (it is written with the next batch)."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume_exception)
-        self._pending.append((item, future))
-        self._wakeup.set()
-
-    async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        self._wakeup.set()
-        return await future
-
-    async def idle(self) -> None:
-        """Wait until everything submitted so far is written."""
-        while self._pending or self._writing:  # noqa: ASYNC110 - shutdown and tests only
-            await asyncio.sleep(0.005)
-
-    def start(self, name: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run(write), name=f"{name}-{n}") for n, write in enumerate(self._writers)]
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _run(self, write: Callable[[list[T]], Awaitable[list[R]]]) -> None:
-        while True:
-            await self._wakeup.wait()
-            # Let the requests already being read in this loop iteration join the batch: one commit fewer each.
-            await asyncio.sleep(0)
-            if not self._pending:
-                self._wakeup.clear()
-                continue
-            batch, self._pending = self._pending[: self._batch_max], self._pending[self._batch_max :]
-            if not self._pending:
-                self._wakeup.clear()
-            self._writing += 1
-            try:
-                results = await write([item for item, _ in batch])
-            except Exception as exc:
-                log.exception("batch write failed", extra={"batch": len(batch)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(InboxUnavailable(str(exc)))
-                continue
-            finally:
-                self._writing -= 1
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
-def _consume_exception(future: asyncio.Future[object]) -> None:
-    if not future.cancelled():
-        future.exception()  # logged by the writer already; the lease makes the event come back
-
-
 class Inbox:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -138,7 +62,8 @@ class Inbox:
         self._conns = [fastsql.FastConnection(runtime.db) for _ in range(lanes)]
         # One journal for both: a batch inserts new events and marks finished ones done in one round trip.
         self._journal: GroupCommit[store.NewMessage | Done, int | None] = GroupCommit(
-            [functools.partial(self._write, conn) for conn in self._conns], self.cfg.batch_max)
+            [functools.partial(self._write, conn) for conn in self._conns], self.cfg.batch_max,
+            InboxUnavailable)
         self._slots = asyncio.Semaphore(self.cfg.workers)
         self._tasks: set[asyncio.Task[object]] = set()
         self._recovery_task: asyncio.Task[None] | None = None

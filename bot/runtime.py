@@ -78,6 +78,7 @@ class Runtime:
             self.scheduler.shutdown(wait=False)
             await self._jobs.finish(self.config.server.shutdown_timeout_seconds)
         await self.inbox.stop(self.config.server.shutdown_timeout_seconds)
+        await self.dispatcher.stop()
         for channel in self.channels.values():
             await channel.stop()
         if self.http is not None:

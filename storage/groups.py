@@ -176,40 +176,60 @@ async def find_member_in_group(session: AsyncSession, group: Group, who: str) ->
 
 
 _SPEAKER_SELECT = (
-    "SELECT g.id, g.name, g.owner, g.timezone, g.created_at, g.dismissed_at, "
+    "SELECT v.n, g.id, g.name, g.owner, g.timezone, g.created_at, g.dismissed_at, "
     "m.id, m.name, m.kind, m.created_at, m.updated_at, s.id"
 )
 _SPEAKER_FROM = (
-    " FROM groups g JOIN members m ON m.channel = g.channel AND m.external_id = ? "
-    "LEFT JOIN memberships s ON s.group_id = g.id AND s.member_id = m.id AND s.left_at IS NULL "
-    "WHERE g.channel = ? AND g.external_id = ? LIMIT 1"
+    " FROM v JOIN groups g ON g.channel = v.ch AND g.external_id = v.ext "
+    "JOIN members m ON m.channel = v.ch AND m.external_id = v.usr "
+    "LEFT JOIN memberships s ON s.group_id = g.id AND s.member_id = m.id AND s.left_at IS NULL"
 )
-_speaker_sql: dict[tuple[str, ...], str] = {}
+_speaker_sql: dict[tuple[int, tuple[str, ...]], str] = {}
+Speaker = tuple[Group, Member, bool, list[Any]]
 
 
 async def find_speaker(db: Database, channel: str, group_external_id: str, user: str,
-                       probes: Sequence[str] = ()) -> tuple[Group, Member, bool, list[Any]] | None:
-    """The group, the member, whether they are in it now, and the value of each probe, in one read.
+                       probes: Sequence[str] = ()) -> Speaker | None:
+    """The group, the member, whether they are in it now, and each probe's value; None if either is unknown."""
+    return (await find_speakers(db, [(channel, group_external_id, user)], probes))[0]
 
-    This runs for every message a group sends, so it skips the ORM's query layers (several times the
-    cost of the round trip) and takes no write lock on SQLite. `probes` are scalar SQL expressions over
-    the group row `g` (features' per-message checks, see Registry.probe), read in the same statement.
+
+async def find_speakers(db: Database, wanted: Sequence[tuple[str, str, str]],
+                        probes: Sequence[str] = ()) -> list[Speaker | None]:
+    """For each (channel, group external id, user): the group, the member, whether they are in it now,
+    and the value of each probe, all in one read.
+
+    This runs for every message a group sends (the dispatcher batches concurrent messages into one
+    call), so it skips the ORM's query layers and takes no write lock on SQLite; the rows are detached
+    and built without the ORM's instrumentation (read them, don't add them to a session). `probes` are
+    scalar SQL expressions over the group row `g` (features' per-message checks, see Registry.probe).
     """
     from storage import fastsql
 
-    key = tuple(probes)
+    if not wanted:
+        return []
+    key = (len(wanted), tuple(probes))
     sql = _speaker_sql.get(key)
     if sql is None:
-        sql = _speaker_sql[key] = _SPEAKER_SELECT + "".join(f", ({p})" for p in probes) + _SPEAKER_FROM
-    rows = await fastsql.fetch(db, sql, [user, channel, group_external_id])
-    if not rows:
-        return None
-    (gid, gname, owner, tz, gcreated, gdismissed, mid, mname, kind, mcreated, mupdated, stay) = rows[0][:12]
-    group = Group(id=gid, channel=channel, external_id=group_external_id, name=gname, owner=owner, timezone=tz,
-                  created_at=_utc(gcreated), dismissed_at=_utc(gdismissed))
-    member = Member(id=mid, channel=channel, external_id=user, name=mname, kind=kind, created_at=_utc(mcreated),
-                    updated_at=_utc(mupdated))
-    return group, member, stay is not None, list(rows[0][12:])
+        rows_sql = ", ".join(["(?, ?, ?, ?)"] * len(wanted))
+        sql = _speaker_sql[key] = (f"WITH v(n, ch, ext, usr) AS (VALUES {rows_sql}) " + _SPEAKER_SELECT
+                                   + "".join(f", ({p})" for p in probes) + _SPEAKER_FROM)
+    params: list[Any] = []
+    for n, (channel, group_external_id, user) in enumerate(wanted):
+        params += [str(n), channel, group_external_id, user]
+    found: list[Speaker | None] = [None] * len(wanted)
+    for row in await fastsql.fetch(db, sql, params):
+        n = int(row[0])
+        if found[n] is not None and found[n][2]:  # type: ignore[index]
+            continue  # one open stay is enough
+        channel, group_external_id, user = wanted[n]
+        (gid, gname, owner, tz, gcreated, gdismissed, mid, mname, kind, mcreated, mupdated, stay) = row[1:13]
+        group = Group.model_construct(id=gid, channel=channel, external_id=group_external_id, name=gname, owner=owner,
+                                      timezone=tz, created_at=_utc(gcreated), dismissed_at=_utc(gdismissed))
+        member = Member.model_construct(id=mid, channel=channel, external_id=user, name=mname, kind=kind,
+                                        created_at=_utc(mcreated), updated_at=_utc(mupdated))
+        found[n] = (group, member, stay is not None, list(row[13:]))
+    return found
 
 
 def _utc(value: datetime | str | None) -> datetime | None:
