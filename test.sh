@@ -4,6 +4,6 @@
 # the PostgreSQL half is skipped locally and fails in CI. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")"
-sh scripts/bootstrap.sh
+sh scripts/bootstrap.sh --with-browser
 .venv/bin/ruff check --quiet .
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

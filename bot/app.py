@@ -35,6 +35,10 @@ def create_app(config: Config, runtime: Runtime | None = None) -> web.Applicatio
     app.router.add_get("/", index)
     for channel in runtime.channels.values():
         channel.add_routes(app)
+    if config.console.enabled:
+        from bot.console import add_routes as add_console_routes
+
+        add_console_routes(app, runtime)  # /console: pages, /console/api, linking /simulator when it is on
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if config.auto_migrate:
@@ -58,4 +62,6 @@ async def index(request: web.Request) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
     if "simulator" in runtime.channels:
         raise web.HTTPFound("/simulator")
+    if runtime.config.console.enabled:
+        raise web.HTTPFound("/console")
     return json_response({"name": "qunbot", "channels": sorted(runtime.channels)})

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,6 +169,199 @@ class SmartbotConfig(_Section):
     _token = field_validator("token")(lambda value: _callback_token(value))
 
 
+class SmartbotWsConfig(_Section):
+    """The smart bot in long-connection mode (智能机器人 → API 模式 → 长连接): no public URL needed."""
+
+    enabled: bool = False
+    # WeCom's WebSocket endpoint (tests point it at a fake).
+    url: str = "wss://openws.work.weixin.qq.com"
+    # The bot's BotID from its long-connection settings; frames for another aibotid are ignored.
+    bot_id: str = Field("", max_length=128)
+    # The bot's display name: "@name" is removed from messages; when empty, a leading @-mention is.
+    bot_name: str = Field("", max_length=64)
+    # A ping every this many seconds (WeCom asks for 30); two unanswered pings drop the connection.
+    heartbeat_seconds: float = Field(30.0, gt=0, le=300)
+    # Reconnect delays: doubling from min to max, each shortened by up to `backoff_jitter` (a fraction).
+    backoff_min_seconds: float = Field(1.0, gt=0, le=600)
+    backoff_max_seconds: float = Field(60.0, gt=0, le=3600)
+    backoff_jitter: float = Field(0.3, ge=0, lt=1)
+    # One process holds the connection: its lease row is renewed with each heartbeat and lasts this long.
+    # If the holder dies, another takes over within lease_seconds + standby_poll_seconds.
+    lease_seconds: float = Field(90.0, gt=0, le=3600)
+    # How often a process without the connection checks whether the lease is free.
+    standby_poll_seconds: float = Field(5.0, gt=0, le=600)
+    # Opening the WebSocket, and WeCom's answer to a subscribe or a sent frame, may take this long.
+    connect_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    ack_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # How often the holder looks for posts and replies other processes queued (its own go out at once).
+    outbox_poll_seconds: float = Field(1.0, gt=0, le=60)
+    # A reply or post still unsent this long after it was queued is given up and recorded as a failure.
+    outbox_max_age_seconds: float = Field(3600.0, gt=0, le=7 * 86400)
+    # Larger frames close the connection (WeCom's own frames are far smaller).
+    max_frame_bytes: int = Field(1024 * 1024, ge=4096)
+    # Secret: environment only (QUNBOT_SMARTBOT_WS_SECRET), the Secret shown next to the BotID.
+    secret: str = Field("", repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("wss://", "ws://")):
+            raise ValueError("must be a wss:// (or ws://) URL")
+        return value
+
+
+class OfficialAccountConfig(_Section):
+    enabled: bool = False
+    # URL path of the callback (the 服务器地址(URL) of the account's 消息推送 settings).
+    path: str = "/wechat/mp"
+    # The account's AppID (开发者ID): the receiveid inside encrypted messages; required unless mode is plain.
+    app_id: str = Field("", max_length=64)
+    # 消息加解密方式 as set on the platform: plain (明文), compatible (兼容, both), safe (安全, encrypted only).
+    mode: Literal["plain", "compatible", "safe"] = "safe"
+    # Replies ready within this many seconds go back as the passive reply (WeChat waits 5 s); later, "success".
+    reply_budget_seconds: float = Field(4.0, gt=0, le=4.5)
+    replay_window_seconds: int = Field(600, ge=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(5.0, gt=0)
+    # Secrets: environment only (QUNBOT_OFFICIAL_ACCOUNT_TOKEN, QUNBOT_OFFICIAL_ACCOUNT_ENCODING_AES_KEY, and
+    # QUNBOT_OFFICIAL_ACCOUNT_PREVIOUS_ENCODING_AES_KEY while a changed key settles).
+    token: str = Field("", repr=False)
+    encoding_aes_key: str = Field("", repr=False)
+    previous_encoding_aes_key: str = Field("", repr=False)
+
+    _path = field_validator("path")(lambda value: _url_path(value))
+    _aes_key = field_validator("encoding_aes_key", "previous_encoding_aes_key")(
+        lambda value: _aes_key(value, "the Official Account's 消息推送 settings"))
+    _token = field_validator("token")(lambda value: _callback_token(value))
+
+
+class GatewayConfig(_Section):
+    enabled: bool = False
+    # URL path where gateways POST their signed JSON events (the gateway names itself in X-Qunbot-Gateway).
+    path: str = "/gateway/events"
+    # Where each gateway takes the bot's later replies and proactive posts: {name = "http(s)://..."}.
+    # A gateway without one gets replies only in the responses to its events.
+    outbound_urls: dict[str, str] = {}
+    # Replies ready within this many seconds go back in the event's own response; later ones go to the
+    # gateway's outbound URL. 0: every reply goes to the outbound URL.
+    reply_budget_seconds: float = Field(3.0, ge=0, le=60)
+    # Reject events whose X-Qunbot-Timestamp is further than this many seconds from now.
+    replay_window_seconds: int = Field(300, ge=1, le=86400)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(5.0, gt=0)
+    # Outbound POSTs: timeout of one attempt, attempts in all, and the backoff between them (doubling).
+    outbound_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    outbound_max_attempts: int = Field(8, ge=1, le=100)
+    outbound_backoff_seconds: float = Field(2.0, gt=0, le=3600)
+    outbound_backoff_max_seconds: float = Field(300.0, gt=0, le=86400)
+    # How often each process looks for outbound messages that are due (a new reply is sent at once).
+    sweep_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # Secrets: environment only (QUNBOT_GATEWAY_SECRETS='{"wechat": "..."}'); a list of secrets per name
+    # while one is being replaced (the first signs outbound POSTs, any of them verifies inbound events).
+    secrets: dict[str, str | list[str]] = Field({}, repr=False)
+
+    _path = field_validator("path")(lambda value: _url_path(value))
+
+    @field_validator("outbound_urls")
+    @classmethod
+    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            _gateway_name(name)
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name}: must be an http:// or https:// URL")
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for name, secret in value.items():
+            _gateway_name(name)
+            for one in [secret] if isinstance(secret, str) else secret:
+                if len(one) < 16:
+                    raise ValueError(f"{name}: each secret must be at least 16 characters (use 32 random bytes, hex)")
+            if not isinstance(secret, str) and not secret:
+                raise ValueError(f"{name}: needs at least one secret")
+        return value
+
+
+def _gateway_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+        raise ValueError(f"gateway name {name!r} must be 1-32 of a-z, 0-9, _ and -, starting with a letter or digit")
+    return name
+
+
+def _webhook_key(value: str) -> str:
+    """A group robot's key, given as the key itself or as its whole webhook URL (…/webhook/send?key=KEY)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    key = value.strip()
+    if "://" in key:
+        found = parse_qs(urlsplit(key).query).get("key", [""])
+        key = found[0]
+    if not key or len(key) > 128 or not all(c.isalnum() or c in "-_" for c in key):
+        # Never echo the value: it is a credential.
+        raise ValueError("each robot key must be a webhook key (letters, digits, - and _) or a webhook URL with key=")
+    return key
+
+
+class RobotConfig(_Section):
+    enabled: bool = False
+    # Where webhook sends go (WeCom's API; tests point it at a fake).
+    api_base_url: str = "https://qyapi.weixin.qq.com"
+    # WeCom takes 20 messages a minute per robot: at most `rate_limit` sends per robot in any window of
+    # `rate_window_seconds`, counted in the database, so all processes together keep to it.
+    rate_limit: int = Field(20, ge=1, le=1000)
+    rate_window_seconds: float = Field(60.0, gt=0, le=3600)
+    # A send waits at most this long for its robot's next free slot (and through 45009 back-offs), then fails
+    # (scheduled posts then retry when the slot is free); keep it below push.send_timeout_seconds.
+    max_wait_seconds: float = Field(25.0, gt=0, le=3600)
+    # Attempts in all for a send WeCom answers with -1 (system busy) or that never reached it.
+    max_attempts: int = Field(4, ge=1, le=20)
+    # First pause before a retry (doubling on each further one).
+    backoff_seconds: float = Field(1.0, gt=0, le=60)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Text over WeCom's size limit (2048 bytes, markdown 4096) is split at line breaks into at most this many
+    # messages; what still does not fit is cut with "…".
+    max_parts: int = Field(3, ge=1, le=10)
+    # Callback mode (optional; on when token and encoding_aes_key are set): URL path of 接收消息 in the robot's settings.
+    path: str = "/wecom/robot"
+    # The robot's display name: "@name" is removed from messages; when empty, a leading @-mention is.
+    bot_name: str = Field("", max_length=64)
+    # Replies ready within this many seconds go back in the callback response (WeCom waits 5 s); later ones
+    # are sent through the webhook to the message's chat.
+    reply_budget_seconds: float = Field(2.0, gt=0, le=4.5)
+    # A ready reply no callback handed over within this many seconds is sent through the webhook.
+    reply_grace_seconds: float = Field(15.0, gt=0, le=3600)
+    # How often each process looks for such replies.
+    sweep_interval_seconds: float = Field(2.0, gt=0, le=60)
+    replay_window_seconds: int = Field(600, ge=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(5.0, gt=0)
+    # Secrets: environment only. QUNBOT_ROBOT_KEYS='{"<group>": "<key or webhook URL>"}' names the robot of
+    # each push-only group (<group>: the ChatId, or any name scheduled posts use for it);
+    # QUNBOT_ROBOT_TOKEN and QUNBOT_ROBOT_ENCODING_AES_KEY turn on callback mode.
+    keys: dict[str, str] = Field({}, repr=False)
+    token: str = Field("", repr=False)
+    encoding_aes_key: str = Field("", repr=False)
+
+    _path = field_validator("path")(lambda value: _url_path(value))
+    _aes_key = field_validator("encoding_aes_key")(lambda value: _aes_key(value, "the group robot's settings"))
+    _token = field_validator("token")(lambda value: _callback_token(value))
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for group in value:
+            if not group.strip() or len(group) > 128:
+                raise ValueError("each group name must be 1..128 characters")
+        return {group: _webhook_key(key) for group, key in value.items()}
+
+    @property
+    def callback(self) -> bool:
+        """Callback mode: the robot's @-mentions come in through `path`."""
+        return bool(self.token and self.encoding_aes_key)
+
+
 class AdminsConfig(_Section):
     # Bot admins: may use every command in every group. Each entry is a platform user id ("zhangsan"), or
     # "channel:user" to name the user on one channel only ("wecom:zhangsan", "simulator:u1").
@@ -279,6 +474,200 @@ class FaqConfig(_Section):
         return value
 
 
+# A date in the config, shown (config check, JSON) as YYYY-MM-DD.
+IsoDate = Annotated[date, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
+
+
+class PushPostConfig(_Section):
+    """A scheduled post declared in the config file ([[push.posts]]); upserted by name at start-up."""
+
+    name: str = Field(min_length=1, max_length=64)
+    # "0 9 * * *" (cron), "every 30m" / "每2小时", "每天 09:00", "工作日 8:30", "2026-05-01 09:00" (once).
+    schedule: str
+    # The schedule's timezone; empty: the bot's `timezone`.
+    timezone: str = ""
+    # Targets, exactly one of: listed groups ("channel:group" or a group id on `channel`), a tag, or all.
+    groups: list[str] = []
+    tag: str = Field("", max_length=64)
+    all: bool = False
+    # The door of bare group ids (default simulator); with tag or all, only groups on this door.
+    channel: str = Field("", max_length=32)
+    kind: Literal["text", "markdown", "image", "news"] = "text"
+    # Text with {date} {weekday} {group_name} {member_count} {yesterday_checkins} {days_until:2026-11-11}.
+    content: str = ""
+    # image: {url = "…"} or {base64 = "…", md5 = "…"}; news: {articles = [{title, url, description, picurl}]}.
+    payload: dict[str, Any] = {}
+    enabled: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from bot.push_spec import check_timezone
+
+        return check_timezone(value) if value else value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str, info: ValidationInfo) -> str:
+        from datetime import UTC, datetime
+
+        from bot.push_spec import parse_schedule
+
+        parse_schedule(value, tz=info.data.get("timezone") or "UTC", now=datetime.now(UTC), allow_past=True)
+        return value
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from bot.push_spec import check_payload
+
+        return check_payload(info.data.get("kind", "text"), value)
+
+    def check_targets(self) -> None:
+        if sum((bool(self.groups), bool(self.tag), self.all)) != 1:
+            raise ValueError(f"post {self.name!r}: give exactly one of groups, tag or all = true")
+        if self.kind in ("text", "markdown") and not self.content.strip():
+            raise ValueError(f"post {self.name!r}: content is empty")
+
+
+class PushConfig(_Section):
+    # Run the post timers and the outbox worker in this process (chat and CLI management work regardless).
+    enabled: bool = True
+    # After downtime, firings missed by up to this many seconds are sent (marked late); older ones are skipped.
+    grace_seconds: float = Field(3600.0, ge=0, le=30 * 86400)
+    # A run recorded more than this many seconds after its time is marked late.
+    late_after_seconds: float = Field(60.0, gt=0, le=3600)
+    # Of several missed firings of one post within the grace period, send only the latest (others: skipped).
+    coalesce_missed: bool = False
+    # Default quiet hours in each group's timezone ("22:00-08:00"; "" for none): posts wait until they end.
+    quiet_hours: str = "22:00-08:00"
+    # Default most posts per group and local day (0: no cap); more are skipped with the reason.
+    daily_cap: int = Field(10, ge=0, le=10_000)
+    # Deliveries sent at once by one process.
+    concurrency: int = Field(8, ge=1, le=1024)
+    # Tries of a delivery that keeps failing (transient errors) before it is recorded as failed.
+    max_attempts: int = Field(5, ge=1, le=100)
+    # Backoff between tries: doubling from retry_base_seconds, at most retry_max_seconds.
+    retry_base_seconds: float = Field(10.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(600.0, gt=0, le=86400)
+    # One send may take this long before it counts as a transient failure.
+    send_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # A claimed delivery whose process died is taken again after this lease (must exceed send_timeout_seconds).
+    lease_seconds: float = Field(120.0, gt=0, le=3600)
+    # How often the outbox looks for due deliveries queued by other processes (its own start at once).
+    poll_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # How often each process re-reads the posts (changes from the CLI or another process) and catches up.
+    sync_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    # A delivery whose door no running process has is skipped after waiting this long.
+    unserved_timeout_seconds: float = Field(600.0, gt=0, le=30 * 86400)
+    # Named dates for {days_until:NAME}, e.g. {双十一 = 2026-11-11}.
+    dates: dict[str, IsoDate] = {}
+    posts: list[PushPostConfig] = []
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        from bot.push_spec import format_quiet_hours, parse_quiet_hours
+
+        return format_quiet_hours(parse_quiet_hours(value))
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease(cls, value: float, info: ValidationInfo) -> float:
+        timeout = info.data.get("send_timeout_seconds", 0)
+        if value <= timeout:
+            raise ValueError(f"must be longer than send_timeout_seconds ({timeout:g})")
+        return value
+
+    @field_validator("posts")
+    @classmethod
+    def _posts(cls, value: list[PushPostConfig], info: ValidationInfo) -> list[PushPostConfig]:
+        from bot.push_spec import check_content
+
+        names = [post.name for post in value]
+        if len(set(names)) != len(names):
+            raise ValueError("post names must be different")
+        for post in value:
+            post.check_targets()
+            check_content(post.content, info.data.get("dates", {}))
+        return value
+
+
+class CampaignConfig(_Section):
+    # Run the milestone-reminder job in this process (the CLI and 活动 work regardless).
+    enabled: bool = True
+    # Where reminders go unless a campaign says otherwise: "channel:group" — a group ("robot:ops") gets them
+    # with the campaign's ops users @-mentioned; a door's 1:1 scope ("wecom:@direct") messages each ops
+    # user one to one (the WeCom app's message/send). "": none (reminders are recorded as skipped).
+    reminder_target: str = ""
+    # Days before the key date to remind ops on (0: on the day); each phase's first day always reminds.
+    reminder_days_before: list[int] = [7, 3, 1]
+    # Local time (the campaign's timezone) a milestone's reminder is due on its day.
+    reminder_time: str = "10:00"
+    # How often each process looks for due milestones and sends reminders (seconds).
+    reminder_interval_seconds: float = Field(60.0, gt=0, le=3600)
+    # A milestone found (or still unsent) later than this after its time is recorded as skipped (failed).
+    reminder_grace_seconds: float = Field(86400.0, gt=0, le=30 * 86400)
+    # Tries of a reminder whose sends keep failing before it is recorded as failed; the wait between tries
+    # doubles from reminder_retry_seconds.
+    reminder_max_attempts: int = Field(5, ge=1, le=100)
+    reminder_retry_seconds: float = Field(60.0, gt=0, le=3600)
+    # A reminder claimed by a process that died is taken over after this lease (seconds).
+    reminder_lease_seconds: float = Field(120.0, gt=0, le=3600)
+
+    @field_validator("reminder_target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z_]{2,32}:\S+", value.strip()):
+            raise ValueError(f"must look like robot:ops or wecom:@direct, got {value!r}")
+        return value.strip()
+
+    @field_validator("reminder_days_before")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= d <= 365 for d in value):
+            raise ValueError("days must be 0..365")
+        return sorted(set(value), reverse=True)
+
+    @field_validator("reminder_time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        found = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+        if found is None or int(found.group(1)) > 23 or int(found.group(2)) > 59:
+            raise ValueError(f"must be a time of day like 10:00, got {value!r}")
+        return f"{int(found.group(1)):02d}:{found.group(2)}"
+
+
+class ConsoleConfig(_Section):
+    # Serve the ops console at /console (accounts are made with `qunbot console create-user`).
+    enabled: bool = True
+    # A login lasts at most this long, and ends earlier after idle_minutes without a request (0: never idle).
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    idle_minutes: float = Field(120.0, ge=0)
+    # Mark the session cookie Secure (sent over HTTPS only): set true whenever the console is served via HTTPS.
+    secure_cookie: bool = False
+    same_site: Literal["Lax", "Strict"] = "Lax"
+    # Login rate limit: after this many failures within login_window_seconds, for one username (since its
+    # last successful login) or from one client address, further attempts get 429 until the window passes.
+    login_max_failures: int = Field(5, ge=1)
+    login_ip_max_failures: int = Field(20, ge=1)
+    login_window_seconds: int = Field(900, ge=1)
+    min_password_length: int = Field(10, ge=8, le=128)
+    # Behind a reverse proxy: take the client address from X-Forwarded-For (its last hop).
+    trust_forwarded_for: bool = False
+    # Origins (scheme://host[:port]) allowed to send state-changing requests besides the request's own host,
+    # e.g. the public URL when a proxy rewrites the Host header.
+    allowed_origins: list[str] = []
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin like https://ops.example.com")
+        return [o.lower() for o in value]
+
+
 class TemplatesConfig(_Section):
     # A TOML file overriding any of the default texts in bot/templates/zh/*.toml.
     file: str = ""
@@ -301,10 +690,17 @@ class Config(_Section):
     welcome: WelcomeConfig = WelcomeConfig()
     wecom: WeComConfig = WeComConfig()
     smartbot: SmartbotConfig = SmartbotConfig()
+    smartbot_ws: SmartbotWsConfig = SmartbotWsConfig()
+    robot: RobotConfig = RobotConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    official_account: OfficialAccountConfig = OfficialAccountConfig()
     admins: AdminsConfig = AdminsConfig()
     checkin: CheckinConfig = CheckinConfig()
     lottery: LotteryConfig = LotteryConfig()
     faq: FaqConfig = FaqConfig()
+    push: PushConfig = PushConfig()
+    campaign: CampaignConfig = CampaignConfig()
+    console: ConsoleConfig = ConsoleConfig()
     templates: TemplatesConfig = TemplatesConfig()
 
     @field_validator("timezone")
@@ -326,7 +722,11 @@ class Config(_Section):
 
 
 SECRET_KEYS = {("wecom", "token"), ("wecom", "encoding_aes_key"), ("wecom", "corp_secret"),
-               ("smartbot", "token"), ("smartbot", "encoding_aes_key")}
+               ("smartbot", "token"), ("smartbot", "encoding_aes_key"), ("smartbot_ws", "secret"),
+               ("robot", "keys"), ("robot", "token"), ("robot", "encoding_aes_key"),
+               ("gateway", "secrets"),
+               ("official_account", "token"), ("official_account", "encoding_aes_key"),
+               ("official_account", "previous_encoding_aes_key")}
 
 
 def env_name(section: str | None, key: str) -> str:
@@ -460,6 +860,95 @@ def _check_consistency(config: Config, origin: dict[str, str]) -> None:
         if w.enabled and s.path == w.callback_path:
             raise ConfigError(f"invalid configuration: smartbot.path ({origin.get('smartbot.path', 'config')}): "
                               f"must differ from wecom.callback_path ({w.callback_path})")
+    _check_smartbot_ws(config, origin)
+    _check_official_account(config, origin)
+    _check_gateway(config, origin)
+    _check_robot(config, origin)
+
+
+def _check_smartbot_ws(config: Config, origin: dict[str, str]) -> None:
+    s = config.smartbot_ws
+    if not s.enabled:
+        return
+    where = origin.get("smartbot_ws.enabled", "config")
+    for key in ("bot_id", "secret"):
+        if not getattr(s, key):
+            how = "set" if ("smartbot_ws", key) in SECRET_KEYS else "set it in the config file or set"
+            raise ConfigError(f"invalid configuration: smartbot_ws.{key}: required when smartbot_ws.enabled "
+                              f"({where}); {how} {env_name('smartbot_ws', key)}")
+    if s.lease_seconds <= s.heartbeat_seconds:
+        raise ConfigError(f"invalid configuration: smartbot_ws.lease_seconds "
+                          f"({origin.get('smartbot_ws.lease_seconds', 'config')}): must be longer than "
+                          f"smartbot_ws.heartbeat_seconds ({s.heartbeat_seconds:g}), which renews it; 3 times is good")
+    if s.backoff_max_seconds < s.backoff_min_seconds:
+        raise ConfigError(f"invalid configuration: smartbot_ws.backoff_max_seconds "
+                          f"({origin.get('smartbot_ws.backoff_max_seconds', 'config')}): must be at least "
+                          f"smartbot_ws.backoff_min_seconds ({s.backoff_min_seconds:g})")
+
+
+def _check_official_account(config: Config, origin: dict[str, str]) -> None:
+    o = config.official_account
+    if not o.enabled:
+        return
+    where = origin.get("official_account.enabled", "config")
+    needed = ["token"] if o.mode == "plain" else ["token", "encoding_aes_key", "app_id"]
+    for key in needed:
+        if not getattr(o, key):
+            how = "set" if ("official_account", key) in SECRET_KEYS else "set it in the config file or set"
+            raise ConfigError(f"invalid configuration: official_account.{key}: required when official_account."
+                              f"enabled in {o.mode} mode ({where}); {how} {env_name('official_account', key)}")
+    taken = {"wecom.callback_path": config.wecom.callback_path if config.wecom.enabled else None,
+             "smartbot.path": config.smartbot.path if config.smartbot.enabled else None}
+    for other, path in taken.items():
+        if path == o.path:
+            raise ConfigError(f"invalid configuration: official_account.path "
+                              f"({origin.get('official_account.path', 'config')}): must differ from {other} ({path})")
+
+
+def _check_gateway(config: Config, origin: dict[str, str]) -> None:
+    g = config.gateway
+    if not g.enabled:
+        return
+    if not g.secrets:
+        raise ConfigError(f"invalid configuration: gateway.secrets: at least one gateway is required when "
+                          f"gateway.enabled ({origin.get('gateway.enabled', 'config')}); set "
+                          f"{env_name('gateway', 'secrets')}='{{\"wechat\": \"<secret>\"}}'")
+    unknown = sorted(set(g.outbound_urls) - set(g.secrets))
+    if unknown:
+        raise ConfigError(f"invalid configuration: gateway.outbound_urls "
+                          f"({origin.get('gateway.outbound_urls', 'config')}): no secret for gateway "
+                          f"{', '.join(unknown)}; add it to {env_name('gateway', 'secrets')}")
+    taken = {"wecom.callback_path": config.wecom.callback_path if config.wecom.enabled else None,
+             "smartbot.path": config.smartbot.path if config.smartbot.enabled else None,
+             "official_account.path": config.official_account.path if config.official_account.enabled else None}
+    for other, path in taken.items():
+        if path == g.path:
+            raise ConfigError(f"invalid configuration: gateway.path ({origin.get('gateway.path', 'config')}): "
+                              f"must differ from {other} ({path})")
+
+
+def _check_robot(config: Config, origin: dict[str, str]) -> None:
+    r = config.robot
+    if not r.enabled:
+        return
+    where = origin.get("robot.enabled", "config")
+    if bool(r.token) != bool(r.encoding_aes_key):
+        missing = "token" if not r.token else "encoding_aes_key"
+        raise ConfigError(f"invalid configuration: robot.{missing}: callback mode needs both robot.token and "
+                          f"robot.encoding_aes_key ({where}); set {env_name('robot', missing)}")
+    if not r.keys and not r.callback:
+        raise ConfigError(f"invalid configuration: robot.keys: robot.enabled ({where}) needs a robot: set "
+                          f"{env_name('robot', 'keys')}='{{\"<group>\": \"<webhook key>\"}}', or callback mode "
+                          f"({env_name('robot', 'token')} and {env_name('robot', 'encoding_aes_key')})")
+    if r.callback:
+        taken = {"wecom.callback_path": config.wecom.callback_path if config.wecom.enabled else None,
+                 "smartbot.path": config.smartbot.path if config.smartbot.enabled else None,
+                 "official_account.path": config.official_account.path if config.official_account.enabled else None,
+                 "gateway.path": config.gateway.path if config.gateway.enabled else None}
+        for other, path in taken.items():
+            if path == r.path:
+                raise ConfigError(f"invalid configuration: robot.path ({origin.get('robot.path', 'config')}): "
+                                  f"must differ from {other} ({path})")
 
 
 def redacted(config: Config) -> dict[str, Any]:

@@ -135,3 +135,7 @@ class Reply:
     text: str
     mentions: list[str] = field(default_factory=list)
     markdown: bool = False
+    # An image or news card for doors that render them (Capabilities.images / news), with `text` as its
+    # caption: {"kind": "image", "url": …} or {"kind": "image", "base64": …, "md5": …}, or
+    # {"kind": "news", "articles": [{"title", "url", "description", "picurl"}, …]}.
+    attachment: dict[str, Any] | None = None

@@ -15,6 +15,8 @@ FEATURES = [
     "handlers.help",
     "handlers.checkin",
     "handlers.lottery",
+    "handlers.push",
+    "handlers.campaign",
     "handlers.faq",
 ]
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import CheckinConfig
@@ -258,7 +257,7 @@ async def group_timezone(event: Command, ctx: Context) -> Reply:
         if new is None:
             raise UsageError(t.render("checkin.timezone.unknown", timezone=wanted))
     async with ctx.db.session() as session:
-        await session.execute(update(Group).where(Group.id == group.id).values(timezone=new))
+        await group_store.set_timezone(session, group.id, new)
     zone = new or ctx.config.timezone
     ctx.audit_detail = f"timezone {group.timezone or 'default'} -> {new or 'default'}"
     return Reply(t.render(key, timezone=zone, local_time=_local_time(event, zone)))

@@ -125,15 +125,22 @@ async def update_welcome_settings(db: Database, channel: str, group: str, **chan
 
 async def preview_welcome(db: Database, config: Config, channel: str, group: str) -> str:
     """The group's settings and the welcome a newcomer named 小新 would get now."""
+    enabled, text = await welcome_preview(db, config, channel, group)
+    return f"group {channel}/{group}: welcome {'on' if enabled else 'off'}\n---\n{text}"
+
+
+async def welcome_preview(db: Database, config: Config, channel: str, group: str,
+                          templates: Templates | None = None) -> tuple[bool, str]:
+    """Whether the group's welcome is on, and the welcome a newcomer named 小新 would get now (CLI, console)."""
     async with db.session() as session:
         row = await group_store.ensure_group(session, channel, group)
         settings = await store.get_settings(session, row.id)  # type: ignore[arg-type]
         count = await group_store.member_count(session, row)
     enabled = config.welcome.enabled if settings is None or settings.enabled is None else settings.enabled
-    text = _render(config, Templates(config.templates.file or None), group_name=row.name or row.external_id,
+    text = _render(config, templates or Templates(config.templates.file or None), group_name=row.name or row.external_id,
                    names=["小新"], member_count=count + 1, template=settings.template if settings else None,
                    rules=settings.rules if settings else None)
-    return f"group {channel}/{group}: welcome {'on' if enabled else 'off'}\n---\n{text}"
+    return enabled, text
 
 
 def platform_welcome_text(runtime: Runtime) -> str:

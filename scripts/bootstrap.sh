@@ -1,5 +1,6 @@
 #!/usr/bin/env sh
 # Create .venv and install qunbot with its dev tools; re-installs only when pyproject.toml changed.
+# With --with-browser (./test.sh), also Debian's chromium for the browser tests (scripts/chromium.sh).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
   echo "$want" > "$stamp"
+fi
+if [ "${1:-}" = "--with-browser" ]; then
+  sh scripts/chromium.sh
 fi

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Date, UniqueConstraint, case
+from sqlalchemy import Date, Index, UniqueConstraint, case
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -19,13 +19,17 @@ if TYPE_CHECKING:
 
 class MemberActivity(SQLModel, table=True):
     __tablename__ = "member_activity"
-    __table_args__ = (UniqueConstraint("group_id", "member_id", "day", name="uq_activity_group_member_day"),)
+    __table_args__ = (
+        UniqueConstraint("group_id", "member_id", "day", name="uq_activity_group_member_day"),
+        # Days first, then members: the console's daily active members across groups read only this index.
+        Index("ix_member_activity_day", "day", "member_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     group_id: int = Field(foreign_key="groups.id", index=True)
     member_id: int = Field(foreign_key="members.id", index=True)
     # The local calendar day in the group's timezone.
-    day: date = Field(sa_type=Date, index=True)
+    day: date = Field(sa_type=Date)
     messages: int = 0
     commands: int = 0
     first_at: datetime = Field(sa_type=UTCDateTime)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -51,4 +52,29 @@ async def recent(session: AsyncSession, *, group: str | None = None, channel: st
         query = query.where(AuditEntry.group == group)
     if channel is not None:
         query = query.where(AuditEntry.channel == channel)
+    return list((await session.execute(query)).scalars())
+
+
+async def search(session: AsyncSession, *, groups: Sequence[tuple[str, str]] | None = None,
+                 group: tuple[str, str] | None = None, source: str | None = None, actor: str | None = None,
+                 text: str | None = None, before_id: int | None = None, limit: int = 50) -> list[AuditEntry]:
+    """Entries newest first, filtered: `groups` limits to those (channel, group id) pairs (None: every entry,
+    also those tied to no group), `group` to one of them; `text` is matched in command, args and detail;
+    `before_id` pages further back."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if groups is not None:
+        pairs = [and_(AuditEntry.channel == c, AuditEntry.group == g) for c, g in groups]
+        query = query.where(or_(*pairs) if pairs else false())
+    if group is not None:
+        query = query.where(AuditEntry.channel == group[0], AuditEntry.group == group[1])
+    if source:
+        query = query.where(AuditEntry.source == source)
+    if actor:
+        query = query.where(AuditEntry.actor == actor)
+    if text:
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(*(col.ilike(like, escape="\\") for col in  # type: ignore[attr-defined]
+                                  (AuditEntry.command, AuditEntry.args, AuditEntry.detail))))
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)  # type: ignore[operator]
     return list((await session.execute(query)).scalars())

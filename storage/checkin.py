@@ -35,6 +35,7 @@ class Checkin(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("group_id", "member_id", "day", name="uq_checkins_group_member_day"),
         Index("ix_checkins_group_day", "group_id", "day"),
+        Index("ix_checkins_day", "day"),  # check-ins per day across groups (the console's dashboard)
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import Index, UniqueConstraint, delete, or_, select, text
+from sqlalchemy import Date, Index, UniqueConstraint, delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -94,6 +94,66 @@ class FaqUnanswered(SQLModel, table=True):
     first_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_event_ref: str = Field(default="", max_length=255)
+
+
+# Which entries a group's members are answered from (FaqGroupSettings.scope).
+SCOPE_ALL = "all"  # the group's own entries and the global ones it does not override (the default)
+SCOPE_GROUP = "group"  # the group's own entries only
+SCOPE_GLOBAL = "global"  # the global entries only
+SCOPE_OFF = "off"  # no FAQ answers in this group
+SCOPES = (SCOPE_ALL, SCOPE_GROUP, SCOPE_GLOBAL, SCOPE_OFF)
+
+
+class FaqGroupSettings(SQLModel, table=True):
+    """A group's FAQ scope; no row means SCOPE_ALL."""
+
+    __tablename__ = "faq_group_settings"
+
+    group_id: int = Field(foreign_key="groups.id", primary_key=True)
+    scope: str = Field(default=SCOPE_ALL, max_length=16)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class FaqDailyCount(SQLModel, table=True):
+    """Per group and local day: questions answered, offered suggestions, and left without an answer."""
+
+    __tablename__ = "faq_daily_counts"
+    __table_args__ = (Index("ix_faq_daily_counts_day", "day"),)
+
+    group_id: int = Field(foreign_key="groups.id", primary_key=True)
+    day: date = Field(sa_type=Date, primary_key=True)
+    answered: int = 0
+    suggested: int = 0
+    # Questions (they look like one) that got no answer, whether or not suggestions were offered.
+    unanswered: int = 0
+
+
+async def group_scope(session: AsyncSession, group_id: int) -> str:
+    """The group's FAQ scope (SCOPE_ALL when never set)."""
+    row = await session.get(FaqGroupSettings, group_id, populate_existing=True)
+    return row.scope if row is not None else SCOPE_ALL
+
+
+async def set_group_scope(session: AsyncSession, group_id: int, scope: str) -> str:
+    """Set a group's FAQ scope; returns the previous one. Raises ValueError for an unknown scope."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown FAQ scope {scope!r}; use one of {', '.join(SCOPES)}")
+    before = await group_scope(session, group_id)
+    stmt = insert_for(session, FaqGroupSettings).values(group_id=group_id, scope=scope, updated_at=utcnow())
+    await session.execute(stmt.on_conflict_do_update(index_elements=["group_id"],
+                                                     set_={"scope": scope, "updated_at": utcnow()}))
+    return before
+
+
+async def count_daily(session: AsyncSession, *, group_id: int, day: date, answered: int = 0, suggested: int = 0,
+                      unanswered: int = 0) -> None:
+    """Add to a group's FAQ counts of a local day (atomic; created on first use)."""
+    table = FaqDailyCount.__table__.c  # type: ignore[attr-defined]
+    stmt = insert_for(session, FaqDailyCount).values(group_id=group_id, day=day, answered=answered,
+                                                     suggested=suggested, unanswered=unanswered)
+    await session.execute(stmt.on_conflict_do_update(index_elements=["group_id", "day"], set_={
+        "answered": table.answered + answered, "suggested": table.suggested + suggested,
+        "unanswered": table.unanswered + unanswered}))
 
 
 def scope_of(group_id: int | None) -> int:

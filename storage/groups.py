@@ -58,6 +58,9 @@ class Membership(SQLModel, table=True):
             postgresql_where=text("left_at IS NULL"),
         ),
         Index("ix_memberships_group_joined", "group_id", "joined_at"),
+        # Joins and leaves per day across groups (the console's dashboard).
+        Index("ix_memberships_joined_at", "joined_at"),
+        Index("ix_memberships_left_at", "left_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -148,6 +151,14 @@ async def member_count(session: AsyncSession, group: Group) -> int:
         .where(Membership.group_id == group.id, Membership.left_at.is_(None))  # type: ignore[union-attr]
     )
     return int(result.scalar_one())
+
+
+async def set_timezone(session: AsyncSession, group_id: int, zone: str | None) -> str | None:
+    """Set a group's IANA timezone (None: back to the bot's default); returns the previous one. The
+    caller checks the name (handlers.checkin.resolve_timezone); days already recorded keep their dates."""
+    before = (await session.execute(select(Group.timezone).where(Group.id == group_id))).scalar_one_or_none()
+    await session.execute(update(Group).where(Group.id == group_id).values(timezone=zone))  # type: ignore[arg-type]
+    return before
 
 
 async def dismiss_group(session: AsyncSession, group: Group, at: datetime) -> None:

@@ -17,6 +17,10 @@ DOORS: dict[str, str] = {
     "simulator": "bot.channels.simulator:SimulatorChannel",
     "wecom": "bot.channels.wecom:WeComAppChannel",
     "smartbot": "bot.channels.smartbot:SmartbotChannel",
+    "smartbot_ws": "bot.channels.smartbot_ws:SmartbotWsChannel",
+    "robot": "bot.channels.robot:RobotChannel",
+    "official_account": "bot.channels.official_account:OfficialAccountChannel",
+    "gateway": "bot.channels.gateway:GatewayChannel",
 }
 
 

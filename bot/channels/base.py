@@ -31,6 +31,24 @@ class Capabilities:
     mentions: bool = False
     markdown: bool = False
     images: bool = False
+    # Can it post link cards (news articles: title, description, url, picture)?
+    news: bool = False
+
+
+class PostFailed(Exception):
+    """What `Channel.post` raises when the platform refused or could not take a post.
+
+    `permanent`: retrying cannot help (bad webhook key, the bot is out of the group, content refused);
+    otherwise it is transient and retried with backoff. `retry_after` (seconds): the platform asked us to
+    slow down (rate limit); the retry waits that long and does not count as a failed attempt. Any other
+    exception from `post` counts as transient.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after
 
 
 class Channel:
@@ -77,5 +95,6 @@ class Channel:
         raise NotImplementedError
 
     async def post(self, group: str, replies: list[Reply]) -> None:
-        """Post into a group on the bot's own initiative (announcements); only where can_post_proactively."""
+        """Post into a group on the bot's own initiative (announcements, scheduled posts); only where
+        can_post_proactively. Raises PostFailed when the platform refuses (see there)."""
         raise NotImplementedError(f"the {self.name} door cannot post into a group on its own")

@@ -378,8 +378,12 @@ class SmartbotChannel(Channel):
 # -- parsing -------------------------------------------------------------------------------------------
 
 
-def parse_callback(message: dict[str, Any], bot_name: str = "") -> Incoming:
-    """What a decrypted callback is; Rejected for a malformed one. Unknown kinds are IGNORED, not errors."""
+def parse_callback(message: dict[str, Any], bot_name: str = "", channel: str = "smartbot") -> Incoming:
+    """What a decrypted callback is; Rejected for a malformed one. Unknown kinds are IGNORED, not errors.
+
+    `channel` names the door the events belong to: the long-connection door (bot.channels.smartbot_ws)
+    reads the same JSON, and its events are deduplicated under its own name.
+    """
     msgtype = message.get("msgtype")
     if not isinstance(msgtype, str) or not msgtype:
         raise Rejected(400, "no msgtype")
@@ -407,7 +411,7 @@ def parse_callback(message: dict[str, Any], bot_name: str = "") -> Incoming:
         event = message.get("event")
         eventtype = event.get("eventtype") if isinstance(event, dict) else None
         if eventtype == "enter_chat":
-            return Incoming(GREETING, msgid, event=ChatEntered("smartbot", f"evt:{msgid}", None, at, sender=Person(user)))
+            return Incoming(GREETING, msgid, event=ChatEntered(channel, f"evt:{msgid}", None, at, sender=Person(user)))
         return Incoming(IGNORED, msgid, note=f"event {str(eventtype)[:32]}")
     if msgtype in UNREADABLE_TYPES:
         return Incoming(UNSUPPORTED, msgid)
@@ -423,7 +427,7 @@ def parse_callback(message: dict[str, Any], bot_name: str = "") -> Incoming:
         return Incoming(EMPTY, msgid)
     response_url = message.get("response_url")
     return Incoming(MESSAGE, msgid, response_url=response_url if isinstance(response_url, str) else None,
-                    event=TextMessage("smartbot", f"msg:{msgid}", group, at, sender=Person(user), text=text,
+                    event=TextMessage(channel, f"msg:{msgid}", group, at, sender=Person(user), text=text,
                                       mentioned=True))
 
 

@@ -114,20 +114,24 @@ def _only_cdata_and_comments(raw: bytes) -> bool:
     return True
 
 
+def parse_xml_root(data: bytes | str) -> ET.Element:
+    """The parsed document's root element; refuses DTDs, entities and malformed input (Rejected 400)."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        if _only_cdata_and_comments(raw):
+            # No DTD means no entity can be declared: expat alone is safe here and twice as fast.
+            return ET.fromstring(raw)  # noqa: S314
+        return safe_fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except (DefusedXmlException, ET.ParseError, ValueError) as exc:
+        raise Rejected(400, f"malformed or unsafe XML: {type(exc).__name__}") from None
+
+
 def parse_xml(data: bytes | str) -> dict[str, object]:
     """A flat dict of the root's children; refuses DTDs, entities and malformed input.
 
     A child with <Item> children (e.g. MemChangeList) becomes a list of their texts.
     """
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        if _only_cdata_and_comments(raw):
-            # No DTD means no entity can be declared: expat alone is safe here and twice as fast.
-            root = ET.fromstring(raw)  # noqa: S314
-        else:
-            root = safe_fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (DefusedXmlException, ET.ParseError, ValueError) as exc:
-        raise Rejected(400, f"malformed or unsafe XML: {type(exc).__name__}") from None
+    root = parse_xml_root(data)
     out: dict[str, object] = {}
     for child in root:
         items = [item.text or "" for item in child if item.tag == "Item"]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("qunbot.cli")
 
 # Feature modules in this package that add sub-commands (each has `register(subparsers)`).
-FEATURE_COMMANDS: list[str] = ["admin", "points", "lottery", "faq"]
+FEATURE_COMMANDS: list[str] = ["admin", "points", "lottery", "faq", "push", "campaign", "console"]
 
 
 class UsageProblem(Exception):
@@ -146,11 +146,25 @@ async def _welcome(config: Config, args: argparse.Namespace) -> int:
         try:
             if changes:
                 await update_welcome_settings(db, args.channel, args.group, **changes)
+                await _audit_welcome(db, args)
             print(await preview_welcome(db, config, args.channel, args.group))
         except ValueError as exc:
             print(f"qunbot: {exc}", file=sys.stderr)
             return 2
         return 0
+
+
+async def _audit_welcome(db: Database, args: argparse.Namespace) -> None:
+    """Welcome changes from the CLI go to the audit log like the console's (source cli, your OS user)."""
+    import getpass
+
+    from storage import audit
+
+    shown = " ".join(f"--{key} {getattr(args, key)!r}" for key in ("text", "rules")
+                     if getattr(args, key, None) is not None)
+    async with db.session() as session:
+        await audit.record(session, source="cli", channel=args.channel, group=args.group, actor=getpass.getuser(),
+                           command=f"welcome {args.welcome_command}", args=shown, result=audit.OK)
 
 
 def _run(config: Config) -> int:

@@ -57,8 +57,9 @@ LIST_LIMIT = 30
 _MENTIONS = re.compile(r"^\s*(?:@\S+\s+)+")
 
 
-# The scopes' revisions, read with each message's speaker (Registry.probe).
+# The scopes' revisions and the group's FAQ scope setting, read with each message's speaker (Registry.probe).
 PROBE_GROUP, PROBE_GLOBAL = "faq.group_revision", "faq.global_revision"
+PROBE_SCOPE = "faq.group_scope"
 
 
 def setup(registry: Registry) -> None:
@@ -66,6 +67,7 @@ def setup(registry: Registry) -> None:
     registry.on_startup(service.start)
     registry.probe(PROBE_GROUP, "SELECT revision FROM faq_revisions WHERE scope = g.id")
     registry.probe(PROBE_GLOBAL, f"SELECT revision FROM faq_revisions WHERE scope = {int(store.GLOBAL_SCOPE)}")  # noqa: S608 - a constant
+    registry.probe(PROBE_SCOPE, "SELECT scope FROM faq_group_settings WHERE group_id = g.id")
     registry.on(TextMessage)(service.answer)
 
     @registry.command("问答", "/faq", description="常见问题：查看列表；管理员可添加、删除",
@@ -136,8 +138,9 @@ class FaqService:
             log.info("faq index built", extra={"scope": scope, "revision": fresh, "entries": len(entries)})
             return built
 
-    async def search(self, ctx: Context, text: str) -> tuple[list[Match], dict[int, FaqEntry]]:
-        """Matches among the group's entries and the global ones it does not override, best first."""
+    async def search(self, ctx: Context, text: str, scope: str = store.SCOPE_ALL) -> tuple[list[Match], dict[int, FaqEntry]]:
+        """Matches among the group's entries and the global ones it does not override, best first (the
+        group's FAQ scope may leave out either)."""
         analyzer = await self._get_analyzer(ctx.config)
         assert ctx.group_row is not None and ctx.group_row.id is not None
         group_scope = ctx.group_row.id
@@ -147,17 +150,20 @@ class FaqService:
         else:
             revs = await store.current_revisions(ctx.db, [store.GLOBAL_SCOPE, group_scope])
         limit = max(ctx.config.faq.max_suggestions, 1) + 1
+        use_own, use_shared = scope != store.SCOPE_GLOBAL, scope != store.SCOPE_GROUP
         own = await self._scope(ctx.db, analyzer, group_scope, revs[group_scope])
         shared = await self._scope(ctx.db, analyzer, store.GLOBAL_SCOPE, revs[store.GLOBAL_SCOPE])
-        if not len(own.index) and not len(shared.index):
+        if not (use_own and len(own.index)) and not (use_shared and len(shared.index)):
             return [], {}
         features = analyzer.features(text)
         topic_only = not looks_like_question(text)
-        matches = own.index.search_features(features, limit, topic_only=topic_only)
-        entries = dict(own.entries)
-        for match in shared.index.search_features(features, limit + len(own.keys), topic_only=topic_only):
+        matches = own.index.search_features(features, limit, topic_only=topic_only) if use_own else []
+        entries = dict(own.entries) if use_own else {}
+        own_keys = own.keys if use_own else set()
+        for match in (shared.index.search_features(features, limit + len(own_keys), topic_only=topic_only)
+                      if use_shared else []):
             entry = shared.entries[match.entry_id]
-            if entry.question_key not in own.keys:
+            if entry.question_key not in own_keys:
                 matches.append(match)
                 entries[match.entry_id] = entry
         matches.sort(key=lambda m: (-m.confidence, m.entry_id))
@@ -171,7 +177,10 @@ class FaqService:
         text = _MENTIONS.sub("", event.text).strip()
         if len(text) > cfg.max_chars or len(normalize(text).replace(" ", "")) < cfg.min_chars:
             return None
-        matches, entries = await self.search(ctx, text)
+        scope = await _group_scope(ctx)
+        if scope == store.SCOPE_OFF:
+            return None
+        matches, entries = await self.search(ctx, text, scope)
         decision = decide(matches, answer_threshold=cfg.answer_threshold, suggest_threshold=cfg.suggest_threshold,
                           max_suggestions=cfg.max_suggestions, suggest=may_suggest(text))
         ref = f"{event.channel}:{event.key}"
@@ -197,23 +206,40 @@ class FaqService:
             lines.append(t.raw("faq.suggest_footer"))
             reply = Reply("\n".join(lines), mentions=mentions)
             log.info("faq suggested", extra={**log_fields, "entries": ",".join(str(m.entry_id) for m in decision.suggestions)})
-        if cfg.log_unanswered and looks_like_question(text) and self.analyzer is not None:
-            key = self.analyzer.cluster_key(text)
-            if key:
-                async with ctx.db.session() as session:
+        if looks_like_question(text) and self.analyzer is not None:
+            key = self.analyzer.cluster_key(text) if cfg.log_unanswered else ""
+            async with ctx.db.session() as session:
+                if key:
                     await store.log_unanswered(session, group_id=ctx.group_row.id, cluster_key=key,  # type: ignore[arg-type]
                                                sample=text, event_ref=ref, at=event.at)
+                # The daily count behind the console's "answered against unanswered" chart.
+                await store.count_daily(session, group_id=ctx.group_row.id, day=ctx.today(), unanswered=1)  # type: ignore[arg-type]
         return reply
 
     async def _claim(self, ctx: Context, entry_id: int, kind: str, audience: str, ref: str) -> bool:
+        """Claim the cooldown; when the bot may post, count the answer (or suggestion) for today as well."""
         seconds = ctx.config.faq.cooldown_seconds
-        if seconds <= 0:
-            return True
         assert ctx.group_row is not None
         async with ctx.db.session() as session:
-            return await store.claim_cooldown(session, group_id=ctx.group_row.id, audience=audience,  # type: ignore[arg-type]
-                                              entry_id=entry_id, kind=kind, event_ref=ref,
-                                              cooldown=timedelta(seconds=seconds), now=ctx.event.at)
+            if seconds > 0 and not await store.claim_cooldown(
+                    session, group_id=ctx.group_row.id, audience=audience,  # type: ignore[arg-type]
+                    entry_id=entry_id, kind=kind, event_ref=ref, cooldown=timedelta(seconds=seconds),
+                    now=ctx.event.at):
+                return False
+            await store.count_daily(session, group_id=ctx.group_row.id, day=ctx.today(),  # type: ignore[arg-type]
+                                    answered=int(kind == store.ANSWER), suggested=int(kind == store.SUGGEST))
+            return True
+
+
+async def _group_scope(ctx: Context) -> str:
+    """The group's FAQ scope: read with the speaker when possible, else one primary-key lookup."""
+    if PROBE_SCOPE in ctx.probes:
+        return ctx.probes[PROBE_SCOPE] or store.SCOPE_ALL
+    from storage import fastsql
+
+    assert ctx.group_row is not None
+    rows = await fastsql.fetch(ctx.db, "SELECT scope FROM faq_group_settings WHERE group_id = ?", [ctx.group_row.id])
+    return rows[0][0] if rows else store.SCOPE_ALL
 
 
 # -- the 问答 command ----------------------------------------------------------------------------------

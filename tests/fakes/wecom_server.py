@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import secrets
 import time
 from collections import defaultdict, deque
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from json import JSONDecodeError
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 ERRMSGS = {
     -1: "system busy",
@@ -47,6 +48,16 @@ MAX_MSG_TEMPLATE_CHATS = 2000
 RESPONSE_URL_PATH = "/cgi-bin/aibot/response"
 RESPONSE_URL_TTL = 3600.0
 RESPONSE_CONTENT_LIMIT_BYTES = 20480
+# Group robot webhook (docs/platform.md §4): authenticated by the robot's `key`, not an access token.
+WEBHOOK_SEND_PATH = "/cgi-bin/webhook/send"
+WEBHOOK_UPLOAD_PATH = "/cgi-bin/webhook/upload_media"
+# What WeCom answers for a key that names no robot is unconfirmed; 93000 ("invalid webhook url") is the
+# code commonly reported for it.
+ERR_INVALID_WEBHOOK = 93000
+ROBOT_TEXT_LIMIT_BYTES = 2048
+ROBOT_MARKDOWN_LIMIT_BYTES = 4096
+ROBOT_IMAGE_LIMIT_BYTES = 2 * 1024 * 1024
+ROBOT_FILE_LIMIT_BYTES = 20 * 1024 * 1024
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -74,8 +85,18 @@ class FakeWeCom:
         self.response_urls: dict[str, float] = {}  # smart bot response_code -> monotonic issue time
         self.used_response_codes: set[str] = set()
         self.responses: list[dict[str, Any]] = []  # bodies accepted at a response_url, plus "response_code"
+        # Group robots: valid webhook keys, WeCom's per-robot limit (messages per window), what they sent.
+        self.robot_keys: set[str] = set()
+        self.robot_rate_limit = 20
+        self.robot_rate_window = 60.0
+        self.webhook_messages: list[dict[str, Any]] = []  # accepted bodies, plus "key" and "at" (monotonic)
+        self.robot_media: dict[str, dict[str, Any]] = {}  # media_id -> {"key", "filename", "data"}
+        self._robot_sends: dict[str, deque[float]] = defaultdict(deque)
         self._faults: dict[str, deque[int]] = defaultdict(deque)
         self._http_faults: dict[str, deque[int]] = defaultdict(deque)
+        # path -> (errcode, share of calls, seeded generator): faults at random, reproducibly.
+        self._random_faults: dict[str, tuple[int, float, random.Random]] = {}
+        self.random_faults_answered = 0
         self._calls: dict[str, deque[float]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -146,6 +167,14 @@ class FakeWeCom:
         """Answer the next `times` calls to `path` with a bare HTTP `status`."""
         self._http_faults[_norm(path)].extend([status] * times)
 
+    def fail_randomly(self, path: str, errcode: int, rate: float, *, seed: int = 0) -> None:
+        """Answer each call to `path` with `errcode` with probability `rate` (a seeded draw per call, so a run
+        is reproducible); `rate` 0 turns it off. Such calls are refused: nothing is posted."""
+        if rate <= 0:
+            self._random_faults.pop(_norm(path), None)
+        else:
+            self._random_faults[_norm(path)] = (errcode, rate, random.Random(seed))  # noqa: S311 - a test fake
+
     def expire_all_tokens(self) -> None:
         """Make every issued token expired now (further use answers 42001)."""
         now = time.monotonic()
@@ -163,7 +192,7 @@ class FakeWeCom:
         path = request.path
         body: Any = None
         bad_json = False
-        if request.can_read_body:
+        if request.can_read_body and not request.content_type.startswith("multipart/"):
             try:
                 body = await request.json()
             except (JSONDecodeError, UnicodeDecodeError):
@@ -177,10 +206,17 @@ class FakeWeCom:
             return web.Response(status=self._http_faults[path].popleft(), text="<html>bad gateway</html>")
         if self._faults[path]:
             return _error(self._faults[path].popleft())
+        if path in self._random_faults:
+            errcode, rate, draw = self._random_faults[path]
+            if draw.random() < rate:
+                self.random_faults_answered += 1
+                return _error(errcode)
         if self._rate_limited(path):
             return _error(45009)
         if path == RESPONSE_URL_PATH:
             return self._aibot_response(request.query.get("response_code", ""), body, bad_json)
+        if path in (WEBHOOK_SEND_PATH, WEBHOOK_UPLOAD_PATH):
+            return await self._webhook(request, path, body, bad_json)
         if path == "/cgi-bin/gettoken":
             return self._gettoken(request)
         handler = self._routes.get(path)
@@ -206,6 +242,104 @@ class FakeWeCom:
             return True
         window.append(now)
         return False
+
+    # ---- group robot webhook ------------------------------------------------------------------------
+
+    def add_robot(self, key: str) -> str:
+        """A robot whose webhook takes `key`; returns its webhook URL on this fake."""
+        self.robot_keys.add(key)
+        return f"{self.base_url}{WEBHOOK_SEND_PATH}?key={key}"
+
+    def robot_messages(self, key: str) -> list[dict[str, Any]]:
+        """What the robot with `key` posted (bodies as sent, without the fake's bookkeeping)."""
+        return [{k: v for k, v in m.items() if k not in ("key", "at")} for m in self.webhook_messages
+                if m["key"] == key]
+
+    def most_in_window(self, key: str, window: float | None = None) -> int:
+        """The most messages the robot with `key` got through within any span shorter than `window`."""
+        window = self.robot_rate_window if window is None else window
+        times = sorted(m["at"] for m in self.webhook_messages if m["key"] == key)
+        best, start = 0, 0
+        for end, at in enumerate(times):
+            while at - times[start] >= window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    async def _webhook(self, request: web.Request, path: str, body: Any, bad_json: bool) -> web.Response:
+        key = request.query.get("key", "")
+        if key not in self.robot_keys:
+            return _error(ERR_INVALID_WEBHOOK)
+        if path == WEBHOOK_UPLOAD_PATH:
+            return await self._upload_media(request, key)
+        if bad_json or not isinstance(body, dict):
+            return _error(47001)
+        # WeCom's limit per robot: a send beyond it in the window is refused (and not counted).
+        now, sends = time.monotonic(), self._robot_sends[key]
+        while sends and sends[0] <= now - self.robot_rate_window:
+            sends.popleft()
+        if len(sends) >= self.robot_rate_limit:
+            return _error(45009)
+        try:
+            self._check_webhook_body(body, key)
+        except _Refusal as refusal:
+            return _error(refusal.errcode, refusal.errmsg)
+        sends.append(now)
+        self.webhook_messages.append({**body, "key": key, "at": now})
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    def _check_webhook_body(self, body: dict[str, Any], key: str) -> None:
+        msgtype = body.get("msgtype")
+        inner = body.get(msgtype) if isinstance(msgtype, str) else None
+        if not isinstance(inner, dict):
+            raise _Refusal(ERR_INVALID_PARAM, "msgtype and its object required")
+        if msgtype in ("text", "markdown"):
+            limit = ROBOT_TEXT_LIMIT_BYTES if msgtype == "text" else ROBOT_MARKDOWN_LIMIT_BYTES
+            content = inner.get("content")
+            if not isinstance(content, str) or not content or len(content.encode("utf-8")) > limit:
+                raise _Refusal(ERR_INVALID_PARAM, f"{msgtype}.content missing or over {limit} bytes")
+            mentioned = inner.get("mentioned_list", [])
+            if not isinstance(mentioned, list) or not all(isinstance(u, str) for u in mentioned):
+                raise _Refusal(ERR_INVALID_PARAM, "mentioned_list must be a list of userids")
+        elif msgtype == "image":
+            import base64
+            import binascii
+
+            try:
+                raw = base64.b64decode(str(inner.get("base64", "")), validate=True)
+            except (binascii.Error, ValueError):
+                raise _Refusal(ERR_INVALID_PARAM, "image.base64 is not base64") from None
+            if not raw or len(raw) > ROBOT_IMAGE_LIMIT_BYTES:
+                raise _Refusal(ERR_INVALID_PARAM, "image missing or over 2 MB")
+            if hashlib.md5(raw).hexdigest() != inner.get("md5"):  # noqa: S324 - WeCom's integrity check
+                raise _Refusal(ERR_INVALID_PARAM, "image.md5 does not match")
+        elif msgtype == "news":
+            articles = inner.get("articles")
+            if not isinstance(articles, list) or not 1 <= len(articles) <= 8:
+                raise _Refusal(ERR_INVALID_PARAM, "news takes 1..8 articles")
+            if not all(isinstance(a, dict) and a.get("title") and a.get("url") for a in articles):
+                raise _Refusal(ERR_INVALID_PARAM, "every article needs a title and a url")
+        elif msgtype == "file":
+            media = self.robot_media.get(str(inner.get("media_id", "")))
+            if media is None or media["key"] != key:  # media_id serves only the robot that uploaded it
+                raise _Refusal(ERR_INVALID_PARAM, "invalid media_id")
+        else:
+            raise _Refusal(ERR_INVALID_PARAM, f"msgtype {msgtype} not supported by the fake")
+
+    async def _upload_media(self, request: web.Request, key: str) -> web.Response:
+        if request.query.get("type") != "file" or not request.content_type.startswith("multipart/"):
+            return _error(ERR_INVALID_PARAM, "type=file and a multipart body required")
+        reader = await request.multipart()
+        async for part in reader:
+            if getattr(part, "name", None) == "media" and isinstance(part, BodyPartReader):
+                data = await part.read()
+                if not 5 < len(data) <= ROBOT_FILE_LIMIT_BYTES:
+                    return _error(ERR_INVALID_PARAM, "file must be 6 bytes .. 20 MB")
+                media_id = secrets.token_urlsafe(24)
+                self.robot_media[media_id] = {"key": key, "filename": part.filename, "data": bytes(data)}
+                return web.json_response({"errcode": 0, "errmsg": "ok", "type": "file", "media_id": media_id,
+                                          "created_at": str(int(time.time()))})
+        return _error(ERR_INVALID_PARAM, "no media part")
 
     def new_response_url(self, *, age: float = 0.0) -> str:
         """A smart bot response_url as a message callback carries it (`age`: seconds since it was issued)."""

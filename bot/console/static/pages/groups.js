@@ -1,0 +1,102 @@
+/* 群管理: the groups with today's figures, and one group's settings (welcome, timezone, FAQ scope).
+ * API: GET /console/api/groups, GET /console/api/groups/ID, PATCH /console/api/groups/ID/settings. */
+(function () {
+  const {api, h, t} = Console;
+  const ZONES = ["Asia/Shanghai", "Asia/Hong_Kong", "Asia/Taipei", "Asia/Singapore", "Asia/Tokyo", "Asia/Seoul",
+                 "Europe/London", "Europe/Berlin", "America/New_York", "America/Los_Angeles", "UTC"];
+
+  function groupName(g) {
+    return (g.name || g.external_id) + (g.direct ? "（" + t("groups.direct") + "）" : "") +
+      (g.dismissed ? "（" + t("groups.dismissed") + "）" : "");
+  }
+
+  async function list(root, ctx) {
+    const page = Number(ctx.params.page || 1);
+    const q = ctx.params.q || "";
+    const query = new URLSearchParams({page, per_page: 50});
+    if (q) query.set("q", q);
+    const data = await api("GET", "/console/api/groups?" + query);
+    const input = h("input", {type: "search", name: "q", value: q, placeholder: t("groups.search_placeholder"),
+                              "aria-label": t("common.search")});
+    root.append(h("form", {class: "toolbar", onsubmit: (e) => { e.preventDefault(); Console.go({q: input.value, page: 1}); }},
+      input, h("button", {type: "submit"}, t("common.search"))));
+    root.append(Console.table([
+      {label: t("groups.col_name"), value: (r) => h("a", {href: "?group=" + r.group.id, class: "group-link",
+        onclick: (e) => { e.preventDefault(); Console.go({group: r.group.id}); }}, groupName(r.group))},
+      {label: t("groups.col_channel"), value: (r) => r.group.channel},
+      {label: t("groups.col_members"), value: (r) => String(r.members), cls: "num"},
+      {label: t("groups.col_active"), value: (r) => String(r.active_today), cls: "num"},
+      {label: t("groups.col_checkin_rate"), value: (r) => Console.fmtPercent(r.checkin_rate), cls: "num"},
+      {label: "", value: (r) => h("span", {class: "actions"},
+        h("a", {href: "/console/members?group=" + r.group.id}, t("groups.members_link")),
+        h("a", {href: "/console/audit?group=" + r.group.id}, t("groups.audit_link")))},
+    ], data.groups.map((r) => Object.assign(r, {__attrs: {"data-group-id": r.group.id}})), {id: "groups-table"}));
+    root.append(Console.pager(data.total, data.page, data.per_page, (n) => Console.go({q, page: n})));
+  }
+
+  async function settings(root, ctx) {
+    const id = ctx.params.group;
+    const data = await api("GET", "/console/api/groups/" + encodeURIComponent(id));
+    const g = data.summary.group, st = data.settings;
+    root.append(h("p", {}, h("a", {href: "/console/groups", onclick: (e) => { e.preventDefault(); Console.go({}); }},
+      "← " + t("common.back"))));
+    root.append(h("h2", {id: "settings-title"}, t("groups.settings_title", {name: groupName(g)})));
+    root.append(h("div", {class: "kpis small"},
+      [[t("groups.col_members"), data.summary.members], [t("groups.col_active"), data.summary.active_today],
+       [t("groups.col_checkin_rate"), Console.fmtPercent(data.summary.checkin_rate)]].map(([label, value]) =>
+        h("div", {class: "kpi"}, h("span", {class: "kpi-value"}, String(value)), h("span", {class: "kpi-label"}, label)))));
+
+    const disabled = !data.can_write;
+    const enabledValue = st.welcome_enabled === null ? "" : String(st.welcome_enabled);
+    const state = st.welcome_enabled_effective ? t("groups.welcome_on") : t("groups.welcome_off");
+    const form = h("form", {id: "settings-form", class: "card form"},
+      disabled ? h("p", {class: "message info"}, t("common.read_only_note")) : null,
+      h("label", {}, t("groups.welcome_enabled"),
+        h("select", {name: "welcome_enabled", disabled},
+          h("option", {value: "", selected: enabledValue === ""}, t("groups.welcome_default", {state})),
+          h("option", {value: "true", selected: enabledValue === "true"}, t("groups.welcome_on")),
+          h("option", {value: "false", selected: enabledValue === "false"}, t("groups.welcome_off")))),
+      h("label", {}, t("groups.welcome_text"),
+        h("textarea", {name: "welcome_text", rows: 4, maxlength: 2000, disabled}, st.welcome_text || ""),
+        h("small", {class: "hint"}, t("groups.welcome_text_hint"))),
+      h("label", {}, t("groups.welcome_rules"),
+        h("textarea", {name: "welcome_rules", rows: 2, maxlength: 2000, disabled}, st.welcome_rules || ""),
+        h("small", {class: "hint"}, t("groups.welcome_rules_hint"))),
+      h("div", {class: "preview"}, h("span", {class: "hint"}, t("groups.preview")),
+        h("pre", {id: "welcome-preview"}, st.welcome_preview)),
+      h("label", {}, t("groups.timezone"),
+        h("input", {name: "timezone", value: st.timezone || "", list: "zones", maxlength: 64, disabled,
+                    placeholder: st.default_timezone}),
+        h("datalist", {id: "zones"}, ZONES.map((z) => h("option", {value: z}))),
+        h("small", {class: "hint"}, t("groups.timezone_hint", {zone: st.default_timezone}))),
+      h("label", {}, t("groups.faq_scope"),
+        h("select", {name: "faq_scope", disabled}, ["all", "group", "global", "off"].map((scope) =>
+          h("option", {value: scope, selected: st.faq_scope === scope}, t("groups.scope_" + scope))))),
+      h("div", {class: "form-actions"}, h("button", {type: "submit", class: "primary", disabled, id: "settings-save"},
+        t("common.save"))));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = form.elements;
+      const body = {
+        welcome_enabled: f.welcome_enabled.value === "" ? null : f.welcome_enabled.value === "true",
+        welcome_text: f.welcome_text.value, welcome_rules: f.welcome_rules.value,
+        timezone: f.timezone.value.trim(), faq_scope: f.faq_scope.value,
+      };
+      const button = f["settings-save"] || form.querySelector("button[type=submit]");
+      button.disabled = true;
+      button.textContent = t("common.saving");
+      try {
+        const fresh = await api("PATCH", "/console/api/groups/" + encodeURIComponent(id) + "/settings", body);
+        form.querySelector("#welcome-preview").textContent = fresh.settings.welcome_preview;
+        Console.message(form, t("common.saved"), "ok");
+      } catch (err) {
+        Console.message(form, err.message, "error");
+      }
+      button.disabled = false;
+      button.textContent = t("common.save");
+    });
+    root.append(form);
+  }
+
+  Console.page("groups", async (root, ctx) => (ctx.params.group ? settings(root, ctx) : list(root, ctx)));
+})();

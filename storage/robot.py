@@ -1,0 +1,214 @@
+"""State of the WeCom group robot (群机器人) door: which robot serves which chat, the per-robot send slots
+that keep every process together under WeCom's rate limit, and the reply to each callback message.
+
+- `robot_chats`: a chat's webhook key as learned from callbacks (each carries WebhookUrl and ChatId).
+  The key is a credential: it is stored because sending needs it, and never logged.
+- `robot_send_slots`: `limit` rows per robot (keyed by a hash of its key, never the key). A send takes
+  the slot whose last use is oldest, with a conditional UPDATE on the slot's version, and only if that
+  use is a whole window ago; so any window holds at most `limit` sends of one robot, whichever process
+  made them. Robots never wait for each other: there is no global lock.
+- `robot_replies`: the reply to a callback message, settled by conditional updates so that it leaves
+  exactly once, in the callback's response or later through the webhook.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Index, Text, UniqueConstraint, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from storage.db import UTCDateTime, utcnow
+from storage.upsert import insert_for
+
+
+class _HideWebhookKeys(logging.Filter):
+    """aiosqlite logs statements with their parameters at DEBUG; those on robot_chats carry webhook keys."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record we cannot format is not ours to judge
+            return True
+        if "robot_chats" in text:
+            record.msg, record.args = "%s a statement on robot_chats (parameters hidden)", (text.split(" ", 1)[0],)
+        return True
+
+
+logging.getLogger("aiosqlite").addFilter(_HideWebhookKeys())
+
+# The beginning of time for a slot never used.
+NEVER = datetime(2000, 1, 1, tzinfo=UTC)
+
+# Reply states. pending: the handlers have not finished; ready: the content is known and nobody has
+# handed it over yet; late: the callback's budget ran out, so the webhook takes the reply when it is
+# ready; sending: a process is posting it through the webhook; delivered: handed over (see `via`);
+# failed: it never will be.
+PENDING, READY, LATE, SENDING, DELIVERED, FAILED = "pending", "ready", "late", "sending", "delivered", "failed"
+# How a delivered reply left: in the callback's encrypted response, through the webhook, or not at all.
+PASSIVE, WEBHOOK, NOTHING = "passive", "webhook", "nothing"
+
+
+class RobotChat(SQLModel, table=True):
+    """A chat (group or 1:1) a robot's callback came from, and that robot's webhook key."""
+
+    __tablename__ = "robot_chats"
+    __table_args__ = (UniqueConstraint("chat_id", name="uq_robot_chats_chat_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: str = Field(max_length=128)
+    # "group" or "single" as the callback said.
+    chat_type: str = Field(max_length=16)
+    # A secret: whoever has it can post into the robot's chats.
+    webhook_key: str = Field(sa_type=Text)
+    # sha256 of the key (hex, 32 chars): the robot's identity in logs and in the send slots.
+    key_hash: str = Field(max_length=64)
+    first_seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RobotSendSlot(SQLModel, table=True):
+    """One of a robot's `limit` sends per window: busy until `used_at` + the window."""
+
+    __tablename__ = "robot_send_slots"
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    slot: int = Field(primary_key=True)
+    # When the slot's last send finished (or, while one is in flight, when it will have finished at the latest).
+    used_at: datetime = Field(sa_type=UTCDateTime)
+    # Bumped by every reservation: the compare-and-set that lets one process take the slot.
+    version: int = 0
+
+
+class RobotReply(SQLModel, table=True):
+    __tablename__ = "robot_replies"
+    __table_args__ = (
+        UniqueConstraint("msgid", name="uq_robot_replies_msgid"),
+        Index("ix_robot_replies_status_ready", "status", "ready_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # WeCom's MsgId of the message this answers.
+    msgid: str = Field(max_length=128)
+    # Where a webhook reply goes (the callback's ChatId).
+    chat_id: str = Field(max_length=128)
+    # The inbox key of the message's event.
+    event_key: str = Field(max_length=255)
+    status: str = Field(default=PENDING, max_length=16)
+    via: str | None = Field(default=None, max_length=16)
+    # The reply as markdown (mentions as <@userid>); "" when the handlers had nothing to say.
+    content: str | None = Field(default=None, sa_type=Text)
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    ready_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# -- chats -------------------------------------------------------------------------------------------
+
+
+async def learn_chat(session: AsyncSession, *, chat_id: str, chat_type: str, webhook_key: str, key_hash: str) -> None:
+    """Remember (or update) which robot key serves `chat_id`."""
+    now = utcnow()
+    stmt = insert_for(session, RobotChat).values(chat_id=chat_id, chat_type=chat_type, webhook_key=webhook_key,
+                                                 key_hash=key_hash, first_seen_at=now, updated_at=now)
+    stmt = stmt.on_conflict_do_update(index_elements=["chat_id"], set_={
+        "chat_type": chat_type, "webhook_key": webhook_key, "key_hash": key_hash, "updated_at": now})
+    await session.execute(stmt)
+
+
+async def chat(session: AsyncSession, chat_id: str) -> RobotChat | None:
+    return (await session.execute(select(RobotChat).where(RobotChat.chat_id == chat_id))).scalar_one_or_none()
+
+
+# -- send slots --------------------------------------------------------------------------------------
+
+
+async def ensure_slots(session: AsyncSession, key_hash: str, limit: int) -> None:
+    """Create the robot's slots 0..limit-1 that do not exist yet."""
+    stmt = insert_for(session, RobotSendSlot).values(
+        [{"key_hash": key_hash, "slot": n, "used_at": NEVER, "version": 0} for n in range(limit)])
+    await session.execute(stmt.on_conflict_do_nothing())
+
+
+async def oldest_slot(session: AsyncSession, key_hash: str, limit: int) -> RobotSendSlot | None:
+    """The slot whose last use is oldest (the next one to free up)."""
+    return (await session.execute(
+        select(RobotSendSlot)
+        .where(RobotSendSlot.key_hash == key_hash, RobotSendSlot.slot < limit)  # type: ignore[operator]
+        .order_by(RobotSendSlot.used_at, RobotSendSlot.slot)  # type: ignore[arg-type]
+        .limit(1)
+    )).scalar_one_or_none()
+
+
+async def take_slot(session: AsyncSession, key_hash: str, slot: int, version: int, busy_until: datetime) -> bool:
+    """Take the slot if nobody took it since it was read at `version`; True for the one caller that did."""
+    result = await session.execute(
+        update(RobotSendSlot)
+        .where(RobotSendSlot.key_hash == key_hash, RobotSendSlot.slot == slot,  # type: ignore[arg-type]
+               RobotSendSlot.version == version)
+        .values(used_at=busy_until, version=version + 1)
+    )
+    return bool(result.rowcount)
+
+
+async def finish_slot(session: AsyncSession, key_hash: str, slot: int, version: int, finished_at: datetime) -> None:
+    """The send on the slot is over: its window counts from `finished_at` (never later than the reservation said)."""
+    await session.execute(
+        update(RobotSendSlot)
+        .where(RobotSendSlot.key_hash == key_hash, RobotSendSlot.slot == slot,  # type: ignore[arg-type]
+               RobotSendSlot.version == version, RobotSendSlot.used_at > finished_at)  # type: ignore[operator]
+        .values(used_at=finished_at)
+    )
+
+
+# -- replies ---------------------------------------------------------------------------------------
+
+
+async def create_reply(session: AsyncSession, *, msgid: str, chat_id: str, event_key: str) -> None:
+    """The message's reply row, unless a copy of the message (a retry) created it already."""
+    await session.execute(
+        insert_for(session, RobotReply)
+        .values(msgid=msgid, chat_id=chat_id, event_key=event_key, status=PENDING, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["msgid"])
+    )
+
+
+async def reply_by_msgid(session: AsyncSession, msgid: str) -> RobotReply | None:
+    return (await session.execute(select(RobotReply).where(RobotReply.msgid == msgid))).scalar_one_or_none()
+
+
+async def settle(session: AsyncSession, msgid: str, *, from_status: str, to_status: str, via: str | None = None,
+                 content: str | None = None, error: str | None = None) -> bool:
+    """Move a reply on if it is still in `from_status`; True for the one caller that did."""
+    values: dict[str, object] = {"status": to_status}
+    if via is not None:
+        values["via"] = via
+    if content is not None:
+        values["content"] = content
+    if error is not None:
+        values["error"] = error[:4000]
+    if to_status == READY:
+        values["ready_at"] = utcnow()
+    if to_status in (DELIVERED, FAILED):
+        values["delivered_at"] = utcnow()
+    result = await session.execute(
+        update(RobotReply).where(RobotReply.msgid == msgid, RobotReply.status == from_status).values(**values)
+    )
+    return bool(result.rowcount)
+
+
+async def ready_unclaimed(session: AsyncSession, *, ready_before: datetime, limit: int = 100) -> list[RobotReply]:
+    """Replies ready since before `ready_before` that no callback handed over: the webhook's turn."""
+    return list((await session.execute(
+        select(RobotReply)
+        .where(RobotReply.status == READY, RobotReply.ready_at < ready_before)  # type: ignore[operator]
+        .order_by(RobotReply.id)
+        .limit(limit)
+    )).scalars())
+
+
+def stale_before(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
