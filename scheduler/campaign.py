@@ -242,7 +242,7 @@ async def countdown_values(db: Database, templates: Templates, campaign_id: int,
     day = plan.local_day(scheduled_at)
     shown = phase or plan.phase_on(day)
     values: dict[str, object] = {"campaign": plan.campaign.title, "days_left": plan.days_left(day),
-                                 "phase": store.phase_label(shown) if shown else templates.raw("campaign.no_phase")}
+                                 "phase": store.phase_label(shown) if shown else templates.raw("campaign.phase_gap")}
     for name, when in plan.named_dates().items():
         values[f"days_until:{name}"] = (when - day).days
     return values

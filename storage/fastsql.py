@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -21,6 +23,8 @@ Statement = tuple[str, list[Any]]
 def _sqlite_param(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
     return value
 
 
@@ -42,6 +46,28 @@ async def fetch(db: Database, sql: str, params: list[Any]) -> list[tuple[Any, ..
     async with db.engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection
         return [tuple(r) for r in await raw.execute_fetchall(sql, [_sqlite_param(p) for p in params])]
+
+
+@asynccontextmanager
+async def transaction(db: Database) -> AsyncIterator[Callable[[str, list[Any]], Awaitable[list[tuple[Any, ...]]]]]:
+    """A transaction on a pooled connection for a few statements where a later one depends on an earlier
+    one's rows; yields `fetch(sql, params)`. Committed on success, rolled back on error (or cancellation)."""
+    if db.dialect == "postgresql":
+        async with (await db.raw_pool()).acquire() as pg, pg.transaction():
+
+            async def fetch_pg(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+                return [tuple(r) for r in await pg.fetch(_numbered(sql), *params)]
+
+            yield fetch_pg
+        return
+    # SQLAlchemy opens it (BEGIN IMMEDIATE, see storage.db) and commits or rolls it back.
+    async with db.engine.begin() as conn:
+        raw: Any = (await conn.get_raw_connection()).driver_connection
+
+        async def fetch_sqlite(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in await raw.execute_fetchall(sql, [_sqlite_param(p) for p in params])]
+
+        yield fetch_sqlite
 
 
 class FastConnection:

@@ -5,7 +5,14 @@ from sqlmodel import SQLModel
 from storage.activity import MemberActivity
 from storage.admins import GroupAdmin
 from storage.audit import AuditEntry
-from storage.campaign import Campaign, CampaignDate, CampaignGroup, CampaignLottery, CampaignPhase, CampaignReminder
+from storage.campaign import (
+    Campaign,
+    CampaignDate,
+    CampaignGroup,
+    CampaignLottery,
+    CampaignPhase,
+    CampaignReminder,
+)
 from storage.checkin import Checkin, CheckinDayCount
 from storage.console import ConsoleLoginAttempt, ConsoleSession, ConsoleUser, ConsoleUserGroup
 from storage.faq import FaqCooldown, FaqDailyCount, FaqEntry, FaqGroupSettings, FaqRevision, FaqUnanswered

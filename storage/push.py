@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot.push_spec import Schedule
+from storage import fastsql
 from storage.db import Database, UTCDateTime, utcnow
 from storage.groups import Group
 from storage.upsert import insert_for
@@ -565,65 +566,59 @@ async def claim(db: Database, *, channels: list[str], holder: str, now: datetime
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
 
 
+# The outcome writes below run for every delivery: driver-level statements (storage.fastsql), each one round
+# trip without the ORM's per-statement cost, which dominated a large fan-out (bench/push_fanout.py).
+_OURS = "WHERE id = ? AND lease_holder = ? AND status = 'sending'"
+
+
 async def finish(db: Database, delivery_id: int, holder: str, *, status: str, reason: str | None, now: datetime,
                  release_day: bool = False) -> bool:
     """Record the outcome of a claimed delivery (only its holder may); False if the claim was lost.
     `reason` None keeps the delivery's last note (late, deferred, retried); `release_day` gives the
     daily-cap slot back (it never went out)."""
-    values: dict[str, Any] = {"status": status, "lease_holder": None, "lease_until": None, "updated_at": now}
+    sets = ["status = ?", "lease_holder = NULL", "lease_until = NULL", "updated_at = ?"]
+    params: list[Any] = [status, now]
     if reason is not None:
-        values["reason"] = reason[:2000]
+        sets.append("reason = ?")
+        params.append(reason[:2000])
     if status == SENT:
-        values["sent_at"] = now
-    async with db.session() as session:
-        if release_day:
-            await _give_back_day(session, delivery_id)
-            values["counted_day"] = None
-        result = await session.execute(
-            update(PushDelivery).where(PushDelivery.id == delivery_id, PushDelivery.lease_holder == holder,
-                                       PushDelivery.status == SENDING).values(**values))
-        return bool(result.rowcount)
+        sets.append("sent_at = ?")
+        params.append(now)
+    if release_day:
+        sets.append("counted_day = NULL")
+    sql = f"UPDATE push_deliveries SET {', '.join(sets)} {_OURS} RETURNING id"  # noqa: S608 - constant text
+    params += [delivery_id, holder]
+    if not release_day:
+        return bool(await fastsql.fetch(db, sql, params))
+    async with fastsql.transaction(db) as fetch:
+        await fetch("UPDATE push_daily_counts SET sent = sent - 1 WHERE sent > 0 AND (group_id, day) = "  # noqa: S608
+                    f"(SELECT group_id, counted_day FROM push_deliveries {_OURS})", [delivery_id, holder])
+        return bool(await fetch(sql, params))
 
 
 async def retry_later(db: Database, delivery_id: int, holder: str, *, at: datetime, reason: str, now: datetime,
                       counts: bool = True) -> bool:
     """Put a claimed delivery back for `at`. `counts=False`: this try was no attempt (deferred, throttled)."""
-    values: dict[str, Any] = {"status": PENDING, "next_attempt_at": at, "reason": reason[:2000],
-                              "lease_holder": None, "lease_until": None, "updated_at": now}
-    if not counts:
-        values["attempts"] = PushDelivery.attempts - 1
-    async with db.session() as session:
-        result = await session.execute(
-            update(PushDelivery).where(PushDelivery.id == delivery_id, PushDelivery.lease_holder == holder,
-                                       PushDelivery.status == SENDING).values(**values))
-        return bool(result.rowcount)
+    attempts = "" if counts else ", attempts = attempts - 1"
+    rows = await fastsql.fetch(
+        db, "UPDATE push_deliveries SET status = 'pending', next_attempt_at = ?, reason = ?, lease_holder = NULL, "  # noqa: S608
+            f"lease_until = NULL, updated_at = ?{attempts} {_OURS} RETURNING id",
+        [at, reason[:2000], now, delivery_id, holder])
+    return bool(rows)
 
 
 async def take_day_slot(db: Database, delivery_id: int, holder: str, group_id: int, day: date, cap: int) -> bool:
     """Count a claimed delivery against its group's cap for `day` (once); False if the cap is reached."""
-    async with db.session() as session:
-        stmt = insert_for(session, PushDailyCount).values(group_id=group_id, day=day, sent=1)
-        table = PushDailyCount.__table__  # type: ignore[attr-defined]
-        stmt = stmt.on_conflict_do_update(index_elements=["group_id", "day"], set_={"sent": table.c.sent + 1},
-                                          where=(table.c.sent < cap) if cap > 0 else None)
-        taken = (await session.execute(stmt.returning(table.c.sent))).scalar_one_or_none()
-        if taken is None:
+    below_cap = " WHERE push_daily_counts.sent < ?" if cap > 0 else ""
+    async with fastsql.transaction(db) as fetch:
+        taken = await fetch("INSERT INTO push_daily_counts (group_id, day, sent) VALUES (?, ?, 1) "  # noqa: S608
+                            "ON CONFLICT (group_id, day) DO UPDATE SET sent = push_daily_counts.sent + 1"
+                            f"{below_cap} RETURNING sent", [group_id, day, *([cap] if cap > 0 else [])])
+        if not taken:
             return False
-        await session.execute(update(PushDelivery).where(PushDelivery.id == delivery_id,
-                                                         PushDelivery.lease_holder == holder)
-                              .values(counted_day=day))
+        await fetch("UPDATE push_deliveries SET counted_day = ? WHERE id = ? AND lease_holder = ?",
+                    [day, delivery_id, holder])
         return True
-
-
-async def _give_back_day(session: AsyncSession, delivery_id: int) -> None:
-    row = (await session.execute(select(PushDelivery.group_id, PushDelivery.counted_day)
-                                 .where(PushDelivery.id == delivery_id))).one_or_none()
-    if row is None or row.counted_day is None:
-        return
-    await session.execute(update(PushDailyCount).where(PushDailyCount.group_id == row.group_id,
-                                                       PushDailyCount.day == row.counted_day,
-                                                       PushDailyCount.sent > 0)
-                          .values(sent=PushDailyCount.sent - 1))
 
 
 async def heartbeat(db: Database, holder: str, channels: list[str], now: datetime) -> None:

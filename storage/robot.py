@@ -4,9 +4,10 @@ that keep every process together under WeCom's rate limit, and the reply to each
 - `robot_chats`: a chat's webhook key as learned from callbacks (each carries WebhookUrl and ChatId).
   The key is a credential: it is stored because sending needs it, and never logged.
 - `robot_send_slots`: `limit` rows per robot (keyed by a hash of its key, never the key). A send takes
-  the slot whose last use is oldest, with a conditional UPDATE on the slot's version, and only if that
-  use is a whole window ago; so any window holds at most `limit` sends of one robot, whichever process
-  made them. Robots never wait for each other: there is no global lock.
+  the slot whose last use is oldest, in one conditional UPDATE (a driver-level statement: the send path
+  runs it for every message), and only if that use is a whole window ago; so any window holds at most
+  `limit` sends of one robot, whichever process made them. Robots never wait for each other: there is no
+  global lock.
 - `robot_replies`: the reply to a callback message, settled by conditional updates so that it leaves
   exactly once, in the callback's response or later through the webhook.
 """
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Index, Text, UniqueConstraint, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from storage.db import UTCDateTime, utcnow
+from storage import fastsql
+from storage.db import Database, UTCDateTime, utcnow
 from storage.upsert import insert_for
 
 
@@ -126,42 +129,44 @@ async def chat(session: AsyncSession, chat_id: str) -> RobotChat | None:
 # -- send slots --------------------------------------------------------------------------------------
 
 
-async def ensure_slots(session: AsyncSession, key_hash: str, limit: int) -> None:
+async def ensure_slots(db: Database, key_hash: str, limit: int) -> None:
     """Create the robot's slots 0..limit-1 that do not exist yet."""
-    stmt = insert_for(session, RobotSendSlot).values(
-        [{"key_hash": key_hash, "slot": n, "used_at": NEVER, "version": 0} for n in range(limit)])
-    await session.execute(stmt.on_conflict_do_nothing())
+    rows = ", ".join(["(?, ?, ?, 0)"] * limit)
+    params: list[Any] = [value for n in range(limit) for value in (key_hash, n, NEVER)]
+    await fastsql.fetch(db, f"INSERT INTO robot_send_slots (key_hash, slot, used_at, version) VALUES {rows} "  # noqa: S608 - placeholders only
+                            "ON CONFLICT (key_hash, slot) DO NOTHING", params)
 
 
-async def oldest_slot(session: AsyncSession, key_hash: str, limit: int) -> RobotSendSlot | None:
-    """The slot whose last use is oldest (the next one to free up)."""
-    return (await session.execute(
-        select(RobotSendSlot)
-        .where(RobotSendSlot.key_hash == key_hash, RobotSendSlot.slot < limit)  # type: ignore[operator]
-        .order_by(RobotSendSlot.used_at, RobotSendSlot.slot)  # type: ignore[arg-type]
-        .limit(1)
-    )).scalar_one_or_none()
+async def take_free_slot(db: Database, key_hash: str, limit: int, *, free_before: datetime,
+                         busy_until: datetime) -> tuple[int, int] | None:
+    """Take the robot's least recently used slot if its last use ended before `free_before` (a window ago),
+    marking it busy until `busy_until`: one conditional UPDATE, so of two senders only one gets a slot
+    (on PostgreSQL the loser re-checks the row after the winner's commit and finds it busy).
+    (slot, version) of the reservation, or None if no slot is free (or the robot has none yet)."""
+    rows = await fastsql.fetch(db, """
+        UPDATE robot_send_slots SET used_at = ?, version = version + 1
+        WHERE key_hash = ? AND used_at <= ? AND slot = (
+            SELECT slot FROM robot_send_slots WHERE key_hash = ? AND slot < ? ORDER BY used_at, slot LIMIT 1)
+        RETURNING slot, version""", [busy_until, key_hash, free_before, key_hash, limit])
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
 
-async def take_slot(session: AsyncSession, key_hash: str, slot: int, version: int, busy_until: datetime) -> bool:
-    """Take the slot if nobody took it since it was read at `version`; True for the one caller that did."""
-    result = await session.execute(
-        update(RobotSendSlot)
-        .where(RobotSendSlot.key_hash == key_hash, RobotSendSlot.slot == slot,  # type: ignore[arg-type]
-               RobotSendSlot.version == version)
-        .values(used_at=busy_until, version=version + 1)
-    )
-    return bool(result.rowcount)
+async def slot_state(db: Database, key_hash: str, limit: int) -> tuple[int, datetime | None]:
+    """(how many of its `limit` slots the robot has, the oldest last use among them)."""
+    [(count, oldest)] = await fastsql.fetch(
+        db, "SELECT count(*), min(used_at) FROM robot_send_slots WHERE key_hash = ? AND slot < ?", [key_hash, limit])
+    if isinstance(oldest, str):  # SQLite keeps the text SQLAlchemy wrote
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(count), oldest
 
 
-async def finish_slot(session: AsyncSession, key_hash: str, slot: int, version: int, finished_at: datetime) -> None:
+async def finish_slot(db: Database, key_hash: str, slot: int, version: int, finished_at: datetime) -> None:
     """The send on the slot is over: its window counts from `finished_at` (never later than the reservation said)."""
-    await session.execute(
-        update(RobotSendSlot)
-        .where(RobotSendSlot.key_hash == key_hash, RobotSendSlot.slot == slot,  # type: ignore[arg-type]
-               RobotSendSlot.version == version, RobotSendSlot.used_at > finished_at)  # type: ignore[operator]
-        .values(used_at=finished_at)
-    )
+    await fastsql.fetch(db, "UPDATE robot_send_slots SET used_at = ? "
+                            "WHERE key_hash = ? AND slot = ? AND version = ? AND used_at > ?",
+                        [finished_at, key_hash, slot, version, finished_at])
 
 
 # -- replies ---------------------------------------------------------------------------------------

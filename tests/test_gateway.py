@@ -357,6 +357,7 @@ async def test_an_unreachable_outbound_url_is_retried_until_it_answers(db_url, b
     await late.server.start_server()
     try:
         await eventually(lambda: late.texts() == ["有人吗"], what="delivery once the gateway is up")
+        await eventually(lambda: _finished(bot, "delivered"), what="the row marked delivered")
     finally:
         await late.server.close()
     [(status, error)] = await rows(bot, select(GatewayOutbox.status, GatewayOutbox.last_error))
@@ -403,8 +404,8 @@ async def test_a_gateway_with_another_secret_refuses_the_bot_and_the_bot_records
     assert "HTTP 401" in error and await count(bot, ApiFailure) == 1
 
 
-async def _finished(bot: Any) -> bool:
-    return [s for (s,) in await rows(bot, select(GatewayOutbox.status))] == ["failed"]
+async def _finished(bot: Any, status: str = "failed") -> bool:
+    return [s for (s,) in await rows(bot, select(GatewayOutbox.status))] == [status]
 
 
 async def test_a_late_reply_without_an_outbound_url_is_recorded_as_undeliverable(db_url, bot_factory):

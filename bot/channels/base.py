@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.events import Event, Reply
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
     from bot.runtime import Runtime
 
+log = logging.getLogger("qunbot.channels")
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -63,6 +65,10 @@ class Channel:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._tasks: set[asyncio.Task[object]] = set()
+        # Messages this process is processing, by message key: a platform retry arriving meanwhile waits for
+        # the same work instead of starting its own. Only a shortcut: what a retry answers comes from the
+        # database, so a retry reaching another process is answered the same.
+        self._working: dict[str, asyncio.Task[Any]] = {}
 
     def spawn(self, coro: Coroutine[object, object, object], *, name: str) -> asyncio.Task[object]:
         """Run background work owned by this channel; it is cancelled when the channel stops."""
@@ -70,6 +76,31 @@ class Channel:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def work_on(self, key: str, coro: Coroutine[object, object, Any], *, name: str) -> asyncio.Task[Any]:
+        """Process an accepted message in the background, findable by its key until it is done.
+
+        Register it before anything else awaits, so a retry accepted in the same batch finds the work.
+        """
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._working[key] = task
+        task.add_done_callback(lambda done: self._working.pop(key, None) if self._working.get(key) is done else None)
+        return task
+
+    async def wait_for_work(self, key: str, deadline: float) -> bool:
+        """Wait (until the loop time `deadline`) for this process's work on `key`; False if there is none here."""
+        work = self._working.get(key)
+        if work is None:
+            return False
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            await asyncio.wait({work}, timeout=remaining)
+        return True
+
+    async def drain(self) -> None:
+        """Wait until every message this process is working on is processed (tests, shutdown)."""
+        while self._working:
+            await asyncio.gather(*list(self._working.values()), return_exceptions=True)
 
     async def cancel_tasks(self) -> None:
         for task in list(self._tasks):
@@ -83,7 +114,15 @@ class Channel:
         """Start background work (connections, syncs)."""
 
     async def stop(self) -> None:
-        """Stop background work."""
+        """Let messages being processed finish (bounded), then stop background work."""
+        if self._working:
+            try:
+                await asyncio.wait_for(self.drain(), self.runtime.config.server.shutdown_timeout_seconds)
+            except TimeoutError:
+                log.warning("door stopping with messages still being processed; the inbox recovers them",
+                            extra={"channel": self.name, "running": len(self._working)})
+                for task in list(self._working.values()):
+                    task.cancel()
         await self.cancel_tasks()
 
     async def enrich(self, event: Event) -> Event:

@@ -127,7 +127,6 @@ class GatewayChannel(Channel):
             self.capabilities = dataclasses.replace(type(self).capabilities, can_post_proactively=False)
         self.failures = DbFailureRecorder(runtime.db)
         self._slots: dict[str, InlineSlot] = {}
-        self._working: set[asyncio.Task[object]] = set()
         self._wake = asyncio.Event()
 
     def add_routes(self, app: web.Application) -> None:
@@ -135,19 +134,6 @@ class GatewayChannel(Channel):
 
     async def start(self) -> None:
         self.spawn(self._send_forever(), name="gateway-outbox")
-
-    async def stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.drain(), self.runtime.config.server.shutdown_timeout_seconds)
-        except TimeoutError:
-            log.warning("gateway stop: events still being processed; the inbox recovers them",
-                        extra={"running": len(self._working)})
-        await self.cancel_tasks()
-
-    async def drain(self) -> None:
-        """Wait until every event this process is processing is finished (tests, shutdown)."""
-        while self._working:
-            await asyncio.gather(*list(self._working), return_exceptions=True)
 
     # -- inbound ---------------------------------------------------------------------------------
 
@@ -213,10 +199,7 @@ class GatewayChannel(Channel):
         slot = InlineSlot() if self.cfg.reply_budget_seconds > 0 else None
         if slot is not None:
             self._slots[event.key] = slot
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
-            self.runtime.inbox.process(event), name=f"gateway-{event.id}")
-        self._working.add(task)
-        task.add_done_callback(self._working.discard)
+        task = self.work_on(event.key, self.runtime.inbox.process(event), name=f"gateway-{event.id}")
         if slot is None:
             return self._answer(event_id, [], pending=True)
         try:

@@ -25,7 +25,6 @@ the follower's stay in the 1:1 scope. There are no groups: nothing can be posted
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import re
@@ -98,27 +97,10 @@ class OfficialAccountChannel(Channel):
         # Current key first; the previous one (set while a changed EncodingAESKey settles) is tried second.
         self.cryptos = [CallbackCrypto(self.cfg.token, key, self.cfg.app_id, self.cfg.replay_window_seconds)
                         for key in (self.cfg.encoding_aes_key, self.cfg.previous_encoding_aes_key) if key]
-        # Messages being processed here, by inbox key: a retry arriving meanwhile waits for the same work.
-        self._working: dict[str, asyncio.Task[None]] = {}
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(self.cfg.path, self.verify_url)
         app.router.add_post(self.cfg.path, self.callback)
-
-    async def stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.drain(), self.runtime.config.server.shutdown_timeout_seconds)
-        except TimeoutError:
-            log.warning("official account stop: messages still being processed; the inbox recovers them",
-                        extra={"running": len(self._working)})
-        for task in list(self._working.values()):
-            task.cancel()
-        await self.cancel_tasks()
-
-    async def drain(self) -> None:
-        """Wait until every message this process is working on is processed (tests, shutdown)."""
-        while self._working:
-            await asyncio.gather(*list(self._working.values()), return_exceptions=True)
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -204,16 +186,10 @@ class OfficialAccountChannel(Channel):
             log.warning("official account message not stored", extra={"event_key": event.key, "error": str(exc)})
             return web.Response(status=503, text="busy")
         if inbox_id is not None:
-            # Registered before anything else runs: a retry accepted in the same batch finds the work.
-            task = asyncio.get_running_loop().create_task(self._process(event), name=f"official-account-{inbox_id}")
-            self._working[event.key] = task
-            task.add_done_callback(functools.partial(self._forget, event.key))
+            self.work_on(event.key, self._process(event), name=f"official-account-{inbox_id}")
         else:
             log.info("duplicate official account callback", extra={"event_key": event.key, "openid": incoming.openid})
-        loop = asyncio.get_running_loop()
-        work = self._working.get(event.key)
-        if work is not None and deadline > loop.time():
-            await asyncio.wait({work}, timeout=deadline - loop.time())
+        await self.wait_for_work(event.key, deadline)
         try:
             content = await self._wait_for_reply(event.key, deadline)
         except Exception as exc:
@@ -268,10 +244,6 @@ class OfficialAccountChannel(Channel):
             await self.runtime.inbox.process(event)
         except Exception:
             log.exception("official account processing failed", extra={"event_key": event.key, "event_id": event.id})
-
-    def _forget(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._working.get(key) is task:
-            del self._working[key]
 
     def _reply(self, incoming: Incoming, content: str, crypto: CallbackCrypto | None) -> web.Response:
         """The passive text reply to the follower, encrypted when the request was."""

@@ -111,7 +111,6 @@ class RobotChannel(Channel):
         self.failures = DbFailureRecorder(runtime.db)
         self.client: RobotClient | None = None
         # Messages being processed here, by msgid: a retry arriving meanwhile waits for the same work.
-        self._working: dict[str, asyncio.Task[None]] = {}
         # chat id → key hash last stored by this process: saves a write per message (the table decides).
         self._learned: dict[str, str] = {}
 
@@ -131,19 +130,6 @@ class RobotChannel(Channel):
                                   timeout_seconds=cfg.timeout_seconds)
         if self.crypto is not None:
             self.spawn(self._sweep_forever(), name="robot-sweep")
-
-    async def stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.drain(), self.runtime.config.server.shutdown_timeout_seconds)
-        except TimeoutError:
-            log.warning("robot stop: messages still being processed; the inbox recovers them",
-                        extra={"running": len(self._working)})
-        await self.cancel_tasks()
-
-    async def drain(self) -> None:
-        """Wait until every message this process is working on is processed (tests, shutdown)."""
-        while self._working:
-            await asyncio.gather(*list(self._working.values()), return_exceptions=True)
 
     # -- posting -----------------------------------------------------------------------------------
 
@@ -324,10 +310,7 @@ class RobotChannel(Channel):
             log.warning("robot message not stored", extra={"msgid": incoming.msgid, "error": str(exc)})
             return web.Response(status=503, text="busy")
         if inbox_id is not None:
-            task = asyncio.get_running_loop().create_task(self._process(event, incoming.msgid),
-                                                          name=f"robot-{inbox_id}")
-            self._working[incoming.msgid] = task
-            task.add_done_callback(lambda done, msgid=incoming.msgid: self._forget(msgid, done))
+            self.work_on(incoming.msgid, self._process(event, incoming.msgid), name=f"robot-{inbox_id}")
         else:
             log.info("duplicate robot callback", extra={"msgid": incoming.msgid, "event_key": event.key})
         try:
@@ -339,11 +322,7 @@ class RobotChannel(Channel):
 
     async def _wait_for_reply(self, msgid: str, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        work = self._working.get(msgid)
-        if work is not None:
-            remaining = deadline - loop.time()
-            if remaining > 0:
-                await asyncio.wait({work}, timeout=remaining)
+        if await self.wait_for_work(msgid, deadline):
             return
         # A copy of a message another process (or an earlier request) is working on: watch its row.
         while loop.time() < deadline:
@@ -365,10 +344,6 @@ class RobotChannel(Channel):
                             break
         except Exception:
             log.exception("robot processing failed", extra={"msgid": msgid, "event_id": event.id})
-
-    def _forget(self, msgid: str, task: asyncio.Task[None]) -> None:
-        if self._working.get(msgid) is task:
-            del self._working[msgid]
 
     async def _answer(self, msgid: str) -> web.Response:
         """The callback's answer from the reply's row: the reply if it is ready (once, and again to a retry

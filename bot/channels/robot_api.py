@@ -167,25 +167,24 @@ class SendSlots:
         """Wait for and take one of the robot's slots; NoSlot if none is free before `deadline` (monotonic)."""
         while True:
             if robot not in self._ready:
-                async with self.db.session() as session:
-                    await store.ensure_slots(session, robot, self.limit)
+                await store.ensure_slots(self.db, robot, self.limit)
                 self._ready.add(robot)
-            async with self.db.session() as session:
-                row = await store.oldest_slot(session, robot, self.limit)
-                if row is None:  # the rows went away (tests truncate tables): make them again
-                    self._ready.discard(robot)
-                    continue
-                now = utcnow()
-                free_at = row.used_at + self.window + self.margin
-                if free_at <= now:
-                    taken = Slot(robot, row.slot, row.version + 1)  # read first: the update refreshes `row`
-                    if await store.take_slot(session, robot, row.slot, row.version, now + self.lease):
-                        return taken
-                    continue  # another sender took it first: look again
-            wait = (free_at - now).total_seconds()
+            now = utcnow()
+            taken = await store.take_free_slot(self.db, robot, self.limit, free_before=now - self.window - self.margin,
+                                               busy_until=now + self.lease)
+            if taken is not None:
+                return Slot(robot, *taken)
+            count, oldest = await store.slot_state(self.db, robot, self.limit)
+            if count < self.limit or oldest is None:  # the rows went away (tests truncate tables): make them again
+                self._ready.discard(robot)
+                continue
+            now = utcnow()
+            wait = (oldest + self.window + self.margin - now).total_seconds()
+            if wait <= 0:
+                continue  # freed up meanwhile, or another sender took it first: look again
             if time.monotonic() + wait > deadline:
                 raise NoSlot(wait)
-            if row.used_at > now:
+            if oldest > now:
                 # Every slot is in flight; the first to finish frees up a window after it does, and its end
                 # may come any moment: look again soon rather than at the end of its lease.
                 wait = min(wait, self.in_flight_poll)
@@ -194,8 +193,7 @@ class SendSlots:
     async def release(self, slot: Slot) -> None:
         """The send on `slot` is over (whatever its outcome)."""
         try:
-            async with self.db.session() as session:
-                await store.finish_slot(session, slot.key_hash, slot.slot, slot.version, utcnow())
+            await store.finish_slot(self.db, slot.key_hash, slot.slot, slot.version, utcnow())
         except Exception:
             # The slot stays busy until its lease runs out: slower, never over the limit.
             log.exception("could not release a robot send slot", extra={"robot": slot.key_hash[:8]})

@@ -98,9 +98,6 @@ class SmartbotChannel(Channel):
         super().__init__(runtime)
         self.cfg = runtime.config.smartbot
         self.crypto = CallbackCrypto(self.cfg.token, self.cfg.encoding_aes_key, "", self.cfg.replay_window_seconds)
-        # Messages being processed here, by msgid: a retry arriving meanwhile waits for the same work.
-        # Only a shortcut: what a retry answers is read from the database afterwards.
-        self._working: dict[str, asyncio.Task[None]] = {}
         self.failures = DbFailureRecorder(runtime.db)
 
     def add_routes(self, app: web.Application) -> None:
@@ -109,19 +106,6 @@ class SmartbotChannel(Channel):
 
     async def start(self) -> None:
         self.spawn(self._sweep_forever(), name="smartbot-sweep")
-
-    async def stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.drain(), self.runtime.config.server.shutdown_timeout_seconds)
-        except TimeoutError:
-            log.warning("smartbot stop: messages still being processed; the inbox recovers them",
-                        extra={"running": len(self._working)})
-        await self.cancel_tasks()
-
-    async def drain(self) -> None:
-        """Wait until every message this process is working on is processed (tests, shutdown)."""
-        while self._working:
-            await asyncio.gather(*list(self._working.values()), return_exceptions=True)
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -175,19 +159,10 @@ class SmartbotChannel(Channel):
             log.warning("smartbot message not stored", extra={"msgid": incoming.msgid, "error": str(exc)})
             return web.Response(status=503, text="busy")
         if inbox_id is not None:
-            # Registered before anything else runs: a retry accepted in the same batch finds the work.
-            task = asyncio.get_running_loop().create_task(self._process(event, incoming.msgid),
-                                                          name=f"smartbot-{inbox_id}")
-            self._working[incoming.msgid] = task
-            # Forgotten when done, even if cancelled before it ever ran.
-            task.add_done_callback(lambda done, msgid=incoming.msgid: self._forget(msgid, done))
+            self.work_on(incoming.msgid, self._process(event, incoming.msgid), name=f"smartbot-{inbox_id}")
         else:
             log.info("duplicate smartbot callback", extra={"msgid": incoming.msgid, "event_key": event.key})
-        work = self._working.get(incoming.msgid)
-        if work is not None:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining > 0:
-                await asyncio.wait({work}, timeout=remaining)
+        await self.wait_for_work(incoming.msgid, deadline)
         return await self._answer(msgid=incoming.msgid, greeting=incoming.kind == GREETING)
 
     async def _process(self, event: Event, msgid: str) -> None:
@@ -202,10 +177,6 @@ class SmartbotChannel(Channel):
                                            to_status=store.DELIVERED, via=store.NOTHING, content="")
         except Exception:
             log.exception("smartbot processing failed", extra={"msgid": msgid, "event_id": event.id})
-
-    def _forget(self, msgid: str, task: asyncio.Task[None]) -> None:
-        if self._working.get(msgid) is task:
-            del self._working[msgid]
 
     async def _answer(self, *, msgid: str = "", stream_id: str = "", greeting: bool = False) -> web.Response:
         """The answer to a message (or its retry), an enter_chat, or a stream refresh, from the reply's row.
