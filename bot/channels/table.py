@@ -26,6 +26,7 @@ CAPABILITY_COLUMNS: list[tuple[str, str]] = [
     ("mentions", "@-mentions"),
     ("markdown", "markdown"),
     ("images", "images"),
+    ("news", "link cards"),
 ]
 
 
