@@ -458,9 +458,7 @@ class PushService:
         cfg = self.config
         run = await self._run_info(claimed.run_id)
         fields["post"] = run.post_id
-        async with self.db.read_session() as session:
-            group = await session.get(Group, claimed.group_id)
-            settings = await store.group_settings(session, claimed.group_id)
+        group, settings = await store.delivery_group(self.db, claimed.group_id)
         if group is None or group.dismissed_at is not None:
             await self._finish(claimed, store.SKIPPED, "group dismissed", now, fields)
             return

@@ -744,14 +744,16 @@ async def fail_stale_reminders(db: Database, *, now: datetime, grace_seconds: fl
     kept refusing politely): recorded as failed with the reason, so nothing waits forever unseen."""
     async with db.session() as session:
         stale = now - timedelta(seconds=grace_seconds)
-        rows = (await session.execute(select(CampaignReminder.id, CampaignReminder.channel).where(
-            CampaignReminder.status == PENDING, CampaignReminder.due_at < stale).limit(1000))).all()  # type: ignore[arg-type]
-        for reminder_id, channel in rows:
+        rows = (await session.execute(select(CampaignReminder.id, CampaignReminder.channel, CampaignReminder.reason)
+                                      .where(CampaignReminder.status == PENDING, CampaignReminder.due_at < stale)
+                                      .limit(1000))).all()
+        for reminder_id, channel, last in rows:
+            why = f"last: {last}" if last and last != "late" else (
+                f"no running process sent it through the {channel} door")
             await session.execute(update(CampaignReminder).where(CampaignReminder.id == reminder_id,
                                                                  CampaignReminder.status == PENDING)
                                   .values(status=FAILED, updated_at=now,
-                                          reason=f"not sent within {_hours(grace_seconds)} of its time: no running "
-                                                 f"process sent it through the {channel} door"))
+                                          reason=f"not sent within {_hours(grace_seconds)} of its time: {why}"[:2000]))
         return len(rows)
 
 

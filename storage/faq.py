@@ -7,11 +7,11 @@ atomic upsert: of two processes answering the same entry in the same group at th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Date, Index, UniqueConstraint, delete, or_, select, text
+from sqlalchemy import Date, Index, UniqueConstraint, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -302,6 +302,92 @@ async def unanswered(session: AsyncSession, *, group_id: int | None = None, limi
     if group_id is not None:
         query = query.where(FaqUnanswered.group_id == group_id)
     return [UnansweredRow(*row) for row in (await session.execute(query)).all()]
+
+
+# -- what the console lists ----------------------------------------------------------------------------
+
+
+class DuplicateQuestion(ValueError):
+    """Another entry of the same scope already has this question."""
+
+    def __init__(self, other: FaqEntry) -> None:
+        super().__init__(f"entry #{other.id} of that scope already asks {other.question!r}")
+        self.other = other
+
+
+def _like(text_: str) -> str:
+    return "%" + text_.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def find_entries(session: AsyncSession, *, group_ids: Collection[int] | None, include_global: bool = True,
+                       search: str = "", offset: int = 0, limit: int = 50) -> tuple[list[tuple[FaqEntry, Group | None]], int]:
+    """Entries with their group (None: global), global ones first, then by group and number, and how many
+    there are. `group_ids` None: every group's entries; else only those groups'. `search` is looked for in the
+    question, the answer and the aliases."""
+    scopes = []
+    if include_global:
+        scopes.append(FaqEntry.group_id.is_(None))  # type: ignore[union-attr]
+    if group_ids is None:
+        scopes.append(FaqEntry.group_id.is_not(None))  # type: ignore[union-attr]
+    elif group_ids:
+        scopes.append(FaqEntry.group_id.in_(sorted(group_ids)))  # type: ignore[union-attr]
+    if not scopes:
+        return [], 0
+    conditions = [or_(*scopes)]
+    if search.strip():
+        like = _like(search.strip())
+        conditions.append(or_(*(col.ilike(like, escape="\\") for col in  # type: ignore[attr-defined]
+                                (FaqEntry.question, FaqEntry.answer, FaqEntry.aliases))))
+    total = (await session.execute(select(func.count()).select_from(FaqEntry).where(*conditions))).scalar_one()
+    rows = await session.execute(
+        select(FaqEntry, Group).outerjoin(Group, Group.id == FaqEntry.group_id)  # type: ignore[arg-type]
+        .where(*conditions)
+        .order_by(FaqEntry.group_id.is_not(None), FaqEntry.group_id, FaqEntry.id)  # type: ignore[union-attr]
+        .offset(offset).limit(limit))
+    return [(entry, group) for entry, group in rows.all()], int(total)
+
+
+async def update_entry(session: AsyncSession, entry: FaqEntry, *, question: str, question_key: str, answer: str,
+                       aliases: Sequence[str], by: str = "") -> bool:
+    """Change an entry in place (its scope stays); False if nothing changed. DuplicateQuestion if another entry
+    of the scope has the new question."""
+    alias_text = ALIAS_SEPARATOR.join(aliases)
+    if (entry.question, entry.answer, entry.aliases) == (question, answer, alias_text):
+        return False
+    if question_key != entry.question_key:
+        other = await find_by_key(session, entry.group_id, question_key)
+        if other is not None and other.id != entry.id:
+            raise DuplicateQuestion(other)
+    entry.question, entry.question_key, entry.answer, entry.aliases = question, question_key, answer, alias_text
+    entry.updated_by, entry.updated_at = by, utcnow()
+    session.add(entry)
+    await session.flush()
+    await bump_revision(session, entry.group_id)
+    return True
+
+
+async def unanswered_clusters(session: AsyncSession, *, group_ids: Collection[int] | None, group_id: int | None = None,
+                              limit: int = 50) -> list[tuple[FaqUnanswered, Group]]:
+    """Unanswered-question clusters with their group, most asked first (then most recent); `group_ids` None:
+    every group's."""
+    query = (select(FaqUnanswered, Group).join(Group, Group.id == FaqUnanswered.group_id)  # type: ignore[arg-type]
+             .order_by(FaqUnanswered.count.desc(), FaqUnanswered.last_seen.desc(), FaqUnanswered.id)  # type: ignore[attr-defined]
+             .limit(limit))
+    if group_ids is not None:
+        query = query.where(FaqUnanswered.group_id.in_(sorted(group_ids)))  # type: ignore[attr-defined]
+    if group_id is not None:
+        query = query.where(FaqUnanswered.group_id == group_id)
+    return [(cluster, group) for cluster, group in (await session.execute(query)).all()]
+
+
+async def get_unanswered(session: AsyncSession, cluster_id: int) -> FaqUnanswered | None:
+    return await session.get(FaqUnanswered, cluster_id, populate_existing=True)
+
+
+async def remove_unanswered(session: AsyncSession, cluster_id: int) -> bool:
+    """Forget a cluster (it was made an FAQ, or dismissed); asked again unanswered, it starts a new count."""
+    result = await session.execute(delete(FaqUnanswered).where(FaqUnanswered.id == cluster_id))
+    return bool(result.rowcount)
 
 
 

@@ -16,6 +16,7 @@ The draw itself is bot.lottery_draw (pure, documented); this module feeds it row
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -267,10 +268,18 @@ async def open_in_group(session: AsyncSession, group_id: int) -> list[Lottery]:
 
 
 async def list_lotteries(session: AsyncSession, *, channel: str | None = None, group: str | None = None,
-                         limit: int = 50) -> list[tuple[Lottery, Group]]:
-    """Lotteries newest first, with their group (for the CLI)."""
+                         limit: int = 50, group_ids: Collection[int] | None = None, status: str | None = None,
+                         before_id: int | None = None) -> list[tuple[Lottery, Group]]:
+    """Lotteries newest first, with their group (the CLI, the console). `group_ids`: only those groups';
+    `before_id`: older than that one (paging)."""
     query = (select(Lottery, Group).join(Group, Group.id == Lottery.group_id)  # type: ignore[arg-type]
              .order_by(Lottery.id.desc()).limit(limit))  # type: ignore[union-attr]
+    if group_ids is not None:
+        query = query.where(Lottery.group_id.in_(sorted(group_ids)))  # type: ignore[attr-defined]
+    if status is not None:
+        query = query.where(Lottery.status == status)
+    if before_id is not None:
+        query = query.where(Lottery.id < before_id)  # type: ignore[operator]
     if channel is not None:
         query = query.where(Group.channel == channel)
     if group is not None:
@@ -331,6 +340,28 @@ async def entrants(session: AsyncSession, lottery_id: int) -> list[str]:
     """The stored entrant ids (unsorted; bot.lottery_draw.canonical_entrants gives the published order)."""
     rows = await session.execute(select(LotteryEntry.user).where(LotteryEntry.lottery_id == lottery_id))
     return list(rows.scalars())
+
+
+@dataclass(frozen=True)
+class EntrantView:
+    """An entrant as the console lists them: platform user id, name, when they joined."""
+
+    user: str
+    name: str
+    joined_at: datetime
+
+
+async def entrant_rows(session: AsyncSession, lottery_id: int, *, offset: int = 0,
+                       limit: int = 100) -> tuple[list[EntrantView], int]:
+    """Entrants in the order they joined, with their names, and how many there are."""
+    total = (await session.execute(select(func.count()).select_from(LotteryEntry)
+                                   .where(LotteryEntry.lottery_id == lottery_id))).scalar_one()
+    rows = await session.execute(
+        select(LotteryEntry.user, Member.name, LotteryEntry.joined_at)
+        .join(Member, Member.id == LotteryEntry.member_id)  # type: ignore[arg-type]
+        .where(LotteryEntry.lottery_id == lottery_id)
+        .order_by(LotteryEntry.joined_at, LotteryEntry.id).offset(offset).limit(limit))  # type: ignore[arg-type]
+    return [EntrantView(user, name or user, joined_at) for user, name, joined_at in rows.all()], int(total)
 
 
 async def cancel(session: AsyncSession, lottery_id: int, group_id: int | None, now: datetime) -> bool:

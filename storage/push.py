@@ -17,6 +17,7 @@ What the database guarantees (so several processes behave as one):
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -44,14 +45,14 @@ from sqlmodel import Field, SQLModel
 from bot.push_spec import Schedule
 from storage import fastsql
 from storage.db import Database, UTCDateTime, utcnow
-from storage.groups import Group
+from storage.groups import Group, _utc
 from storage.upsert import insert_for
 
 # bot.dispatcher.DIRECT_SCOPE: a door's 1:1 scope is no group to post into.
 DIRECT_SCOPE = "@direct"
 
 # Post sources.
-CONFIG, CLI, CHAT = "config", "cli", "chat"
+CONFIG, CLI, CHAT, CONSOLE = "config", "cli", "chat", "console"
 # Targets.
 GROUPS, TAG, ALL = "groups", "tag", "all"
 # Run states.
@@ -358,6 +359,59 @@ async def remove_post(session: AsyncSession, post_id: int, now: datetime) -> boo
     return True
 
 
+_SCHEDULE_COLUMNS = {"schedule_kind", "cron", "interval_seconds", "run_at", "timezone"}
+
+
+async def update_post(session: AsyncSession, post_id: int, fields: PostFields, now: datetime) -> PushPost | None:
+    """Edit a live post in place (the console's edit): schedule, timezone, targets and content; the caller's
+    `fields.enabled`, campaign and phase are ignored (pause and resume have their own calls). A changed
+    schedule counts from now: no firing before the edit is sent late. None if the post is gone."""
+    post = await get_post(session, post_id)
+    if post is None:
+        return None
+    wanted = fields.columns()
+    changed = {k: wanted[k] for k in _COMPARED if k not in ("enabled",) and getattr(post, k) != wanted[k]}
+    current_groups = [g.id for g in await listed_groups(session, post_id)]
+    groups_changed = sorted(current_groups) != sorted(set(fields.group_ids))
+    if not changed and not groups_changed and wanted["name"] == post.name:
+        return post
+    values: dict[str, Any] = {**changed, "name": wanted["name"], "updated_at": now, "revision": post.revision + 1}
+    if _SCHEDULE_COLUMNS & set(changed):
+        values["anchor_at"] = _anchor(now)
+        values["covered_until"] = case((PushPost.covered_until < now, now), else_=PushPost.covered_until)
+    await session.execute(update(PushPost).where(PushPost.id == post_id).values(**values))
+    if groups_changed:
+        await session.execute(delete(PushPostGroup).where(PushPostGroup.post_id == post_id))
+        for group_id in dict.fromkeys(fields.group_ids):
+            session.add(PushPostGroup(post_id=post_id, group_id=group_id))
+        await session.flush()
+    return await get_post(session, post_id)
+
+
+async def posts_with_groups(session: AsyncSession, *, group_ids: Collection[int] | None,
+                            include_removed: bool = False) -> list[tuple[PushPost, list[Group]]]:
+    """Posts (oldest first) with their listed target groups. `group_ids` None: every post; else the posts
+    those groups manage (`owner_group_id`) or that target listed groups all among them."""
+    posts = await list_posts(session, include_removed=include_removed)
+    rows = await session.execute(select(PushPostGroup.post_id, Group).join(Group, Group.id == PushPostGroup.group_id)
+                                 .where(PushPostGroup.post_id.in_([p.id for p in posts]))  # type: ignore[attr-defined]
+                                 .order_by(Group.id))
+    listed: dict[int, list[Group]] = {}
+    for post_id, group in rows.all():
+        listed.setdefault(post_id, []).append(group)
+    found = [(post, listed.get(post.id, [])) for post in posts]  # type: ignore[arg-type]
+    if group_ids is None:
+        return found
+    return [(post, groups) for post, groups in found if post_within(post, groups, group_ids)]
+
+
+def post_within(post: PushPost, groups: list[Group], group_ids: Collection[int]) -> bool:
+    """Does a post concern only these groups (a group admin's): managed by one, or targeting only them?"""
+    if post.owner_group_id is not None:
+        return post.owner_group_id in group_ids
+    return post.target_kind == GROUPS and bool(groups) and all(g.id in group_ids for g in groups)
+
+
 _COMPARED = ("schedule_text", "schedule_kind", "cron", "interval_seconds", "run_at", "timezone", "target_kind", "target_tag",
              "target_channel", "kind", "content", "payload", "enabled")
 
@@ -446,8 +500,32 @@ async def tagged(session: AsyncSession, tag: str | None = None) -> list[tuple[st
     return [(t, g) for t, g in (await session.execute(query)).all()]
 
 
+async def group_tags(session: AsyncSession, group_id: int) -> list[str]:
+    """A group's tags, sorted."""
+    rows = await session.execute(select(PushGroupTag.tag).where(PushGroupTag.group_id == group_id)
+                                 .order_by(PushGroupTag.tag))
+    return list(rows.scalars())
+
+
 async def group_settings(session: AsyncSession, group_id: int) -> PushGroupSettings | None:
     return await session.get(PushGroupSettings, group_id)
+
+
+async def delivery_group(db: Database, group_id: int) -> tuple[Group | None, PushGroupSettings | None]:
+    """The group a delivery goes to and its own push limits, in one read. The outbox runs this for every
+    delivery, so it skips the ORM's query layers (storage.fastsql); the rows are built without the ORM's
+    instrumentation: read them, don't add them to a session."""
+    rows = await fastsql.fetch(db, "SELECT g.id, g.channel, g.external_id, g.name, g.owner, g.timezone, g.created_at, "
+                                   "g.dismissed_at, s.group_id, s.quiet_hours, s.daily_cap, s.updated_at FROM groups g "
+                                   "LEFT JOIN push_group_settings s ON s.group_id = g.id WHERE g.id = ?", [group_id])
+    if not rows:
+        return None, None
+    gid, channel, external, name, owner, tz, created, dismissed, sid, quiet, cap, updated = rows[0]
+    group = Group.model_construct(id=gid, channel=channel, external_id=external, name=name, owner=owner, timezone=tz,
+                                  created_at=_utc(created), dismissed_at=_utc(dismissed))
+    settings = (None if sid is None else
+                PushGroupSettings.model_construct(group_id=sid, quiet_hours=quiet, daily_cap=cap, updated_at=_utc(updated)))
+    return group, settings
 
 
 async def set_group_settings(session: AsyncSession, group_id: int, now: datetime, **values: Any) -> None:
@@ -555,9 +633,15 @@ async def claim(db: Database, *, channels: list[str], holder: str, now: datetime
                       .where(PushDelivery.channel.in_(channels), _due(now))  # type: ignore[attr-defined]
                       .order_by(PushDelivery.next_attempt_at, PushDelivery.id).limit(limit))  # type: ignore[arg-type]
         if db.dialect == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
+            # Picked once, in a CTE: as a plain IN (subquery) the planner may run the subquery again for each
+            # row it updates, and then the LIMIT bounds nothing (a fresh run's 1,000 deliveries were claimed
+            # by one call: bench/push_fanout.py).
+            picked = candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            chosen: Any = select(picked.c.id).scalar_subquery()
+        else:
+            chosen = candidates.scalar_subquery()
         stmt = (update(PushDelivery)
-                .where(PushDelivery.id.in_(candidates.scalar_subquery()), _due(now))  # type: ignore[union-attr]
+                .where(PushDelivery.id.in_(chosen), _due(now))  # type: ignore[union-attr]
                 .values(status=SENDING, lease_holder=holder, lease_until=now + timedelta(seconds=lease_seconds),
                         attempts=PushDelivery.attempts + 1, updated_at=now)
                 .returning(PushDelivery.id, PushDelivery.run_id, PushDelivery.group_id, PushDelivery.channel,

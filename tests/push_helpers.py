@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,14 +70,24 @@ async def seed_robot_groups(db: Database, fake: FakeWeCom, count: int, *, prefix
 
 
 async def add_post(db: Database, schedule: Schedule, content: str, *, name: str, now: datetime | None = None,
-                   tz: str = "Asia/Shanghai") -> int:
-    """A post to every live robot group (as `qunbot push add --all --channel robot` makes it)."""
+                   tz: str = "Asia/Shanghai", tag: str | None = None) -> int:
+    """A post to every live robot group, or to those with `tag` (as `qunbot push add --all --channel robot`
+    or `--tag` makes it)."""
     fields = store.PostFields(schedule=schedule, schedule_text=schedule.describe(tz), timezone=tz,
-                              target_kind=store.ALL, target_channel="robot", content=content, name=name)
+                              target_kind=store.TAG if tag else store.ALL, target_tag=tag, target_channel="robot",
+                              content=content, name=name)
     async with db.session() as session:
         post = await store.create_post(session, fields, source=store.CLI, created_by="bench", now=now or utcnow())
     assert post.id is not None
     return post.id
+
+
+async def tag_groups(db: Database, chats: list[str], tag: str) -> None:
+    """Tag robot groups (as `qunbot push tag add` does)."""
+    async with db.session() as session:
+        ids = (await session.execute(select(Group.id).where(Group.channel == "robot", Group.external_id.in_(chats)))).scalars()  # type: ignore[attr-defined]
+        for group_id in ids:
+            await store.add_tag(session, group_id, tag)
 
 
 async def delivery_states(db: Database, post_id: int | None = None) -> Counter[str]:
@@ -133,6 +144,19 @@ def bot_env(db_url: str, fake_url: str, port: int, **settings: Any) -> dict[str,
     for key, value in values.items():
         env[f"QUNBOT_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
+
+
+def cli_env(db_url: str) -> dict[str, str]:
+    """The environment of a `qunbot` CLI command on this database (nothing else configured)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUNBOT_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env | {"QUNBOT_DATABASE_URL": db_url, "QUNBOT_DATABASE_AUTO_MIGRATE": "false"}
+
+
+def qunbot_cli(db_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m bot ARGS` (the `qunbot` command) as its own process."""
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=ROOT, env=cli_env(db_url),  # noqa: S603
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -237,3 +261,62 @@ async def drop_pg_database(admin_url: str, url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+# -- checking runs against what the fake received ---------------------------------------------------------
+
+SENT_LINE = re.compile(r"push delivery sent delivery=(\d+) ")
+
+
+def deliveries_sent_by(log_text: str) -> set[int]:
+    """Ids of the deliveries a process recorded as sent, from its log."""
+    return {int(m.group(1)) for m in SENT_LINE.finditer(log_text)}
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    post: str
+    scheduled_at: datetime
+    recorded_by: str
+    targets: int
+    states: Counter[str]
+    retried: int
+    # deliveries by the process that recorded them sent (index into the logs given)
+    sent_by: Counter[int]
+    # messages of this post the fake accepted between this run's time and the next run's
+    at_fake: int
+
+
+async def run_reports(db: Database, fake: FakeWeCom, post_names: dict[int, str], logs: list[str]) -> list[RunReport]:
+    """Every run of the posts, with its deliveries' states, which process sent them, and how many messages of
+    the post the fake accepted in the run's slot (from its time until the post's next run). A message is
+    recognised by the post's name at the start of its text ("【name】…")."""
+    by_process = [deliveries_sent_by(text) for text in logs]
+    async with db.read_session() as session:
+        runs = (await session.execute(select(store.PushRun).where(store.PushRun.post_id.in_(list(post_names)))  # type: ignore[attr-defined]
+                                      .order_by(store.PushRun.post_id, store.PushRun.scheduled_at))).scalars().all()
+        rows = (await session.execute(select(store.PushDelivery.id, store.PushDelivery.run_id, store.PushDelivery.status,
+                                             store.PushDelivery.attempts)
+                                      .where(store.PushDelivery.run_id.in_([r.id for r in runs])))).all()  # type: ignore[attr-defined]
+    to_wall = time.time() - time.monotonic()
+    accepted: dict[str, list[float]] = {name: [] for name in post_names.values()}
+    for message in fake.webhook_messages:
+        content = str((message.get("text") or message.get("markdown") or {}).get("content", ""))
+        name = content[1:content.find("】")] if content.startswith("【") else ""
+        if name in accepted:
+            accepted[name].append(message["at"] + to_wall)
+    reports = []
+    for n, run in enumerate(runs):
+        assert run.id is not None
+        mine = [r for r in rows if r.run_id == run.id]
+        name = post_names[run.post_id]
+        start = run.scheduled_at.timestamp()
+        following = runs[n + 1] if n + 1 < len(runs) and runs[n + 1].post_id == run.post_id else None
+        end = following.scheduled_at.timestamp() if following else float("inf")
+        reports.append(RunReport(
+            run.id, name, run.scheduled_at, run.instance, run.targets, Counter(r.status for r in mine),
+            sum(1 for r in mine if r.attempts > 1),
+            Counter(i for r in mine for i, sent in enumerate(by_process) if r.id in sent),
+            sum(1 for t in accepted[name] if start <= t < end)))
+    return reports

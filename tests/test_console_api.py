@@ -20,7 +20,7 @@ from storage.dashboard import local_today
 from storage.db import utcnow
 from storage.faq import FaqDailyCount
 from storage.groups import Group
-from tests.console_helpers import ConsoleClient, make_user, seed_simulator
+from tests.console_helpers import ConsoleClient, make_user, seed_features, seed_simulator
 
 FAQ_ADD = "问答 添加 怎么开发票？ | 在订单页点「申请开票」即可 | 开发票|要发票"
 
@@ -70,12 +70,12 @@ async def test_the_openapi_document_describes_every_api_route_of_the_app(bot, op
 
 async def test_every_answer_matches_the_schema_its_route_declares(bot, ops):
     await seed_simulator(bot)
-    await say(bot, FAQ_ADD, "boss", "老板", role="owner")
+    await seed_features(bot)  # an FAQ entry, an unanswered question, a scheduled post, an open lottery
     await say(bot, "怎么开发票？", "u2", "小红")
     gid = await group_id(bot)
     _, members = await ops.get("/console/api/members?q=小刚")
     mid = members["members"][0]["member"]["id"]
-    values = {"group_id": gid, "member_id": mid}
+    values = {"group_id": gid, "member_id": mid, "post_id": 1, "lottery_id": 1, "campaign_id": 1}
     checked = 0
     for route in api.routes:
         if route.method != "GET":
@@ -89,6 +89,21 @@ async def test_every_answer_matches_the_schema_its_route_declares(bot, ops):
     route = next(r for r in api.routes if r.method == "PATCH")
     assert status == 200 and validate(body, route.response, "patch") == []
     assert checked >= 7
+    # The answers of the routes that change something, each once.
+    _, drawn, _ = await ops.request("POST", "/console/api/lotteries/1/draw")
+    changes = [("POST", "/console/api/push/preview", {"schedule": "每天 9:00", "content": "早 {date}", "group_ids": [gid],
+                                                      "target_kind": "groups", "kind": "text"}),
+               ("POST", "/console/api/faq/import", {"group_id": gid, "csv": "question,answer\n几点发货,四点\n",
+                                                    "dry_run": True}),
+               ("PUT", "/console/api/push/posts/1", {"schedule": "每天 10:00", "content": "早", "group_ids": [gid],
+                                                     "target_kind": "groups", "kind": "text"}),
+               ("PATCH", f"/console/api/groups/{gid}/push-settings", {"daily_cap": 2})]
+    for method, path, body in changes:
+        status, answer, _ = await ops.request(method, path, body)
+        route = next(r for r in api.routes if r.method == method and re.fullmatch(
+            re.sub(r"{\w+}", r"\\d+", r.path), path))
+        assert status == 200 and validate(answer, route.response, path) == [], (path, answer)
+    assert validate(drawn, next(r for r in api.routes if r.path.endswith("/draw")).response, "draw") == []
 
 
 async def test_the_dashboard_counts_each_day_overall_and_per_group(bot, ops):

@@ -21,7 +21,7 @@ from storage.audit import AuditEntry
 from storage.console import ConsoleLoginAttempt, ConsoleSession, ConsoleUser
 from storage.welcome import WelcomeSettings
 from tests.conftest import make_config
-from tests.console_helpers import PASSWORD, ConsoleClient, make_user, seed_simulator
+from tests.console_helpers import PASSWORD, ConsoleClient, make_user, seed_features, seed_simulator
 
 # The only console routes a stranger may use: the login page and API, and the static files.
 PUBLIC_ROUTES = {("GET", "/console/login"), ("HEAD", "/console/login"), ("POST", "/console/api/login")}
@@ -147,6 +147,7 @@ async def test_state_changing_requests_need_the_csrf_token_and_a_same_site_origi
 
 async def test_a_viewer_can_read_everything_and_change_nothing(bot, client):
     await seed_simulator(bot)
+    await seed_features(bot)  # so that every "…/1" a GET route names exists
     await make_user(bot.runtime.db, "viewer", console_store.OPS_VIEWER)
     c = client()
     status, me = await c.login("viewer")

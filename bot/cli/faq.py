@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bot.cli import UsageProblem, open_database
 from bot.config import Config
-from handlers.faq import find_entry
+from handlers.faq import ADD, UNCHANGED, UPDATE, apply_import, find_entry, plan_import
 from handlers.faq.index import question_key
 from handlers.faq.transfer import CsvProblem, check_entry, read_csv, split_aliases, write_csv
 from storage import admins as admin_store
@@ -95,32 +95,21 @@ async def _import(config: Config, args: argparse.Namespace) -> int:
         rows = read_csv(data)
     except CsvProblem as exc:
         raise UsageProblem(f"{args.file}: nothing imported:\n{exc}") from None
-    added = updated = unchanged = 0
     async with open_database(config) as db:
         async with db.session() as session:
             if args.dry_run:
                 # A group the bot has never seen has no entries yet: everything would be added.
                 known = await admin_store.find_group(session, args.channel, args.group) if args.group else None
-                group_id, new_group = (known.id if known else None), bool(args.group and known is None)
+                if args.group and known is None:
+                    counts = {ADD: len(rows), UPDATE: 0, UNCHANGED: 0}
+                else:
+                    steps = await plan_import(session, known.id if known else None, rows)
+                    counts = {action: sum(s.action == action for s in steps) for action in (ADD, UPDATE, UNCHANGED)}
             else:
-                group_id, new_group = await _group_id(session, args, create=True), False
-            for row in rows:
-                key = question_key(row.question)
-                if args.dry_run:
-                    existing = None if new_group else await store.find_by_key(session, group_id, key)
-                    if existing is None:
-                        added += 1
-                    elif (existing.question, existing.answer, existing.alias_list) == (row.question, row.answer, row.aliases):
-                        unchanged += 1
-                    else:
-                        updated += 1
-                    continue
-                saved = await store.save_entry(session, group_id=group_id, question=row.question, question_key=key,
-                                               answer=row.answer, aliases=row.aliases, by=f"cli:{getpass.getuser()}")
-                added += saved.created
-                updated += saved.changed and not saved.created
-                unchanged += not saved.changed
-            summary = f"{added} added, {updated} updated, {unchanged} unchanged ({_where(args)})"
+                counts = await apply_import(session, await _group_id(session, args, create=True), rows,
+                                            by=f"cli:{getpass.getuser()}")
+            summary = (f"{counts[ADD]} added, {counts[UPDATE]} updated, {counts[UNCHANGED]} unchanged "
+                       f"({_where(args)})")
             if args.dry_run:
                 print(f"dry run, nothing written: would be {summary}")
                 return 0

@@ -13,7 +13,8 @@ from bot.console.routes import ADMIN, PUBLIC, WRITE, Api, Route
 
 ERROR = {"type": "object", "required": ["error", "message"], "additionalProperties": False,
          "properties": {"error": {"type": "string", "description": "a stable code, e.g. csrf, read_only"},
-                        "message": {"type": "string", "description": "what went wrong, in Chinese"}}}
+                        "message": {"type": "string", "description": "what went wrong, in Chinese"},
+                        "field": {"type": "string", "description": "the body field a validation error is about"}}}
 WHO = {PUBLIC: "anyone (no session)", "read": "any logged-in account",
        WRITE: "ops_admin, or a group_admin for their own groups (not ops_viewer)", ADMIN: "ops_admin only"}
 

@@ -46,6 +46,10 @@ class Page:
 PAGES: list[Page] = [
     Page("dashboard", "/console"),
     Page("groups", "/console/groups"),
+    Page("faq", "/console/faq"),
+    Page("push", "/console/push"),
+    Page("campaigns", "/console/campaigns"),
+    Page("lottery", "/console/lottery"),
     Page("members", "/console/members"),
     Page("audit", "/console/audit"),
 ]

@@ -50,11 +50,14 @@ SECURITY_HEADERS = {
 
 
 class ApiError(Exception):
-    """An error answer: HTTP status, a stable code, and the Chinese text of console.error.<code>."""
+    """An error answer: HTTP status, a stable code, and the Chinese text of console.error.<code>; `field`
+    names the body field a validation error is about (the page marks it)."""
 
-    def __init__(self, status: int, code: str, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, detail: str = "", *, headers: dict[str, str] | None = None,
+                 field: str | None = None) -> None:
         super().__init__(code)
         self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,10 @@ def error_response(console: Console, exc: ApiError) -> web.Response:
     message = console.text(f"error.{exc.code}")
     if exc.detail:
         message = f"{message}：{exc.detail}"
-    response = json_response({"error": exc.code, "message": message}, status=exc.status)
+    body = {"error": exc.code, "message": message}
+    if exc.field:
+        body["field"] = exc.field
+    response = json_response(body, status=exc.status)
     response.headers.update(exc.headers)
     return response
 
@@ -261,5 +267,7 @@ async def _body(route: Route, request: web.Request) -> Any:
     assert route.body is not None
     problems = validate(body, route.body, "body")
     if problems:
-        raise ApiError(400, "bad_request", "; ".join(problems[:5]))
+        where = problems[0].split(":", 1)[0]
+        field = re.split(r"[.\[]", where.removeprefix("body."), maxsplit=1)[0] if where.startswith("body.") else None
+        raise ApiError(400, "bad_request", "; ".join(problems[:5]), field=field)
     return body

@@ -40,7 +40,7 @@ from handlers.faq.index import (
     question_key,
     shared_tokenizer,
 )
-from handlers.faq.transfer import MAX_QUESTION, check_entry, split_aliases
+from handlers.faq.transfer import MAX_QUESTION, FaqRow, check_entry, split_aliases
 from storage import audit as audit_store
 from storage import faq as store
 from storage.db import Database
@@ -361,3 +361,42 @@ async def find_entry(session, group_id: int | None, what: str) -> FaqEntry | Non
         if found is not None:
             return found
     return await store.find_by_key(session, None, key)
+
+
+# -- CSV import (qunbot faq import and the console) -----------------------------------------------------
+
+ADD, UPDATE, UNCHANGED = "add", "update", "unchanged"
+
+
+@dataclass(frozen=True)
+class ImportStep:
+    """What importing one row does to a scope: add an entry, update the one with its question, or nothing."""
+
+    row: FaqRow
+    action: str
+    before: FaqEntry | None = None
+
+
+async def plan_import(session, group_id: int | None, rows: list[FaqRow]) -> list[ImportStep]:  # noqa: ANN001 - AsyncSession
+    """What importing `rows` into a scope (None: the global entries) would change, writing nothing."""
+    steps = []
+    for row in rows:
+        existing = await store.find_by_key(session, group_id, question_key(row.question))
+        if existing is None:
+            steps.append(ImportStep(row, ADD))
+        elif (existing.question, existing.answer, existing.alias_list) == (row.question, row.answer, row.aliases):
+            steps.append(ImportStep(row, UNCHANGED, existing))
+        else:
+            steps.append(ImportStep(row, UPDATE, existing))
+    return steps
+
+
+async def apply_import(session, group_id: int | None, rows: list[FaqRow], *, by: str) -> dict[str, int]:  # noqa: ANN001
+    """Import rows into a scope (an entry with the same question is updated, not duplicated); counts by action."""
+    counts = {ADD: 0, UPDATE: 0, UNCHANGED: 0}
+    for row in rows:
+        saved = await store.save_entry(session, group_id=group_id, question=row.question,
+                                       question_key=question_key(row.question), answer=row.answer,
+                                       aliases=row.aliases, by=by)
+        counts[ADD if saved.created else UPDATE if saved.changed else UNCHANGED] += 1
+    return counts

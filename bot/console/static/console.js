@@ -41,10 +41,11 @@
   }
 
   class ApiError extends Error {
-    constructor(message, status, code) {
+    constructor(message, status, code, field) {
       super(message);
       this.status = status;
       this.code = code;
+      this.field = field;  // the body field a validation error is about, when the API names one
     }
   }
 
@@ -69,7 +70,8 @@
       throw new ApiError(t("error.unauthenticated"), 401, "unauthenticated");
     }
     if (!response.ok) {
-      throw new ApiError((data && data.message) || t("error.server"), response.status, data && data.error);
+      throw new ApiError((data && data.message) || t("error.server"), response.status, data && data.error,
+                         data && data.field);
     }
     return data;
   }

@@ -35,8 +35,8 @@ Console.page("dashboard", async (root, ctx) => {
       ctx.me.simulator_url
         ? h("li", {}, h("a", {href: ctx.me.simulator_url, target: "_blank", rel: "noopener"}, t("dashboard.empty_simulator")))
         : h("li", {}, t("dashboard.empty_simulator_off")),
-      h("li", {}, t("dashboard.empty_faq")),
-      h("li", {}, t("dashboard.empty_push")),
+      h("li", {}, h("a", {href: "/console/faq"}, t("dashboard.empty_faq"))),
+      h("li", {}, h("a", {href: "/console/push?new=1"}, t("dashboard.empty_push"))),
     ];
     root.append(h("section", {class: "card empty-state", id: "empty-state"},
       h("h2", {}, t("dashboard.empty_title")), h("ol", {}, steps), h("p", {class: "muted"}, t("dashboard.empty_more"))));

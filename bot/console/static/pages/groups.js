@@ -96,6 +96,51 @@
       button.textContent = t("common.save");
     });
     root.append(form);
+    if (!g.direct) root.append(await pushLimits(id));
+  }
+
+  // 定时消息 limits of the group: quiet hours, daily cap, tags (the same settings as 定时 免打扰 / 定时 上限).
+  async function pushLimits(id) {
+    const path = "/console/api/groups/" + encodeURIComponent(id) + "/push-settings";
+    const st = await api("GET", path);
+    const disabled = !st.can_write;
+    const form = h("form", {id: "push-limits-form", class: "card form"},
+      h("h2", {}, t("groups.push_title")),
+      h("label", {}, t("groups.quiet_hours"),
+        h("input", {name: "quiet_hours", value: st.quiet_hours === null ? "" : st.quiet_hours || "关闭", maxlength: 32, disabled,
+                    placeholder: t("groups.default_value", {value: st.default_quiet_hours || t("groups.none")})}),
+        h("small", {class: "hint"}, t("groups.quiet_hours_hint", {zone: st.timezone}))),
+      h("label", {}, t("groups.daily_cap"),
+        h("input", {name: "daily_cap", type: "number", min: 0, max: st.max_daily_cap, disabled,
+                    value: st.daily_cap === null ? "" : st.daily_cap,
+                    placeholder: t("groups.default_value", {value: st.default_daily_cap || t("groups.no_cap")})}),
+        h("small", {class: "hint"}, t("groups.daily_cap_hint"))),
+      h("label", {}, t("groups.tags"),
+        h("input", {name: "tags", value: st.tags.join(", "), disabled: disabled || !st.can_tag}),
+        h("small", {class: "hint"}, t("groups.tags_hint"))),
+      h("p", {class: "hint", id: "push-effective"}, t("groups.push_effective", {
+        quiet: st.effective_quiet_hours || t("groups.none"), cap: st.effective_daily_cap || t("groups.no_cap")})),
+      h("div", {class: "form-actions"},
+        h("button", {type: "submit", class: "primary", disabled, id: "push-limits-save"}, t("common.save")),
+        h("a", {href: "/console/push?new=1&group=" + encodeURIComponent(id)}, t("groups.new_push"))));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = form.elements;
+      const body = {
+        quiet_hours: f.quiet_hours.value.trim() === "" ? null : f.quiet_hours.value.trim(),
+        daily_cap: f.daily_cap.value === "" ? null : Number(f.daily_cap.value),
+      };
+      if (st.can_tag) body.tags = f.tags.value.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean);
+      try {
+        const fresh = await api("PATCH", path, body);
+        form.querySelector("#push-effective").textContent = t("groups.push_effective", {
+          quiet: fresh.effective_quiet_hours || t("groups.none"), cap: fresh.effective_daily_cap || t("groups.no_cap")});
+        Console.message(form, t("common.saved"), "ok");
+      } catch (err) {
+        Console.message(form, err.message, "error");
+      }
+    });
+    return form;
   }
 
   Console.page("groups", async (root, ctx) => (ctx.params.group ? settings(root, ctx) : list(root, ctx)));
