@@ -126,6 +126,13 @@ async def chat(session: AsyncSession, chat_id: str) -> RobotChat | None:
     return (await session.execute(select(RobotChat).where(RobotChat.chat_id == chat_id))).scalar_one_or_none()
 
 
+async def chat_webhook_key(db: Database, chat_id: str) -> str | None:
+    """The webhook key of the robot serving `chat_id`, if one called back from it. Every post through the door
+    reads it, so it is one driver-level statement (storage.fastsql), not an ORM query."""
+    rows = await fastsql.fetch(db, "SELECT webhook_key FROM robot_chats WHERE chat_id = ?", [chat_id])
+    return str(rows[0][0]) if rows else None
+
+
 # -- send slots --------------------------------------------------------------------------------------
 
 

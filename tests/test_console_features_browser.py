@@ -71,6 +71,16 @@ async def test_create_a_scheduled_post_with_the_live_preview_and_see_its_next_ru
     await page.click("#push-table a.post-runs")
     await page.wait_for_selector("#runs-summary")
     assert await page.locator("#no-runs").is_visible()
+    # The group's quiet hours and daily cap, in its settings page.
+    await page.goto(bot.url("/console/groups"))
+    await page.click("#groups-table a.group-link:has-text('演示群')")
+    await page.wait_for_selector("#push-limits-form")
+    await page.fill("#push-limits-form input[name=quiet_hours]", "23:00-07:30")
+    await page.fill("#push-limits-form input[name=daily_cap]", "3")
+    await page.click("#push-limits-save")
+    await page.wait_for_selector("#push-limits-form .message.ok")
+    assert "免打扰 23:00-07:30；每天最多 3 条" in await page.locator("#push-effective").inner_text()
+    await page.screenshot(path=shot("console_group_push_limits", db_url), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
 
     phone = await open_page(browser, PHONE)

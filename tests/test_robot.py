@@ -406,7 +406,9 @@ async def test_faq_and_lottery_entry_through_mentions(db_url, fake, bot_factory)
 
 
 async def test_lottery_winners_are_announced_through_the_webhook_with_mentions(db_url, fake, bot_factory):
-    bot = await robot_bot(bot_factory, db_url, fake, sections={"admins": {"bot_admins": "robot:boss"}})
+    # The whole budget WeCom allows: this test reads each answer from the callback's own response.
+    bot = await robot_bot(bot_factory, db_url, fake, sections={"admins": {"bot_admins": "robot:boss"}},
+                          reply_budget_seconds=4.5)
     status, created = await call(bot, message_xml("m-lot-1", "@小助手 抽奖 创建 周五福利 | 幸运奖x2 | 明天 20:00",
                                                   user="boss"))
     number = int(CREATED_ID.search(created).group(1))

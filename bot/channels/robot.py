@@ -135,10 +135,9 @@ class RobotChannel(Channel):
 
     async def target(self, group: str) -> tuple[str, str | None]:
         """(webhook key, chatid to name in the send) of the robot serving `group`; UnknownGroup if none."""
-        async with self.runtime.db.read_session() as session:
-            learned = await store.chat(session, group)
+        learned = await store.chat_webhook_key(self.runtime.db, group)
         if learned is not None:
-            return learned.webhook_key, learned.chat_id
+            return learned, group
         key = self.cfg.keys.get(group)
         if key:
             return key, None

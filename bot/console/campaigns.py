@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.console import schema as s
 from bot.console.api import GROUP_REF, api, group_ref, ts
@@ -91,7 +92,8 @@ async def list_campaigns(req: ApiRequest) -> dict[str, Any]:
                    "id": s.integer(), "phase": s.string(nullable=True), "phase_label": s.string(nullable=True),
                    "state": s.string(enum=["on", "paused", "removed"]), "schedule_text": s.string(),
                    "schedule": s.string(), "timezone": s.string(), "content": s.string(),
-                   "next_run": s.timestamp("within its phase's days", nullable=True)})),
+                   "next_run": s.timestamp("within its phase's days", nullable=True),
+                   "next_run_local": s.string("the same in the post's timezone", nullable=True)})),
                "reminders": s.array(s.obj({
                    "milestone": s.string("phase:burst (a phase starts) or before:3 (days before the key date)"),
                    "due_at": s.timestamp(), "channel": s.string(), "target": s.string(), "status": s.string(),
@@ -138,7 +140,9 @@ async def get_campaign(req: ApiRequest) -> dict[str, Any]:
                           "state": "removed" if post.removed_at else "on" if post.enabled else "paused",
                           "schedule_text": post.schedule_text, "schedule": post.schedule.describe(post.timezone),
                           "timezone": post.timezone, "content": post.content,
-                          "next_run": ts(upcoming[0]) if upcoming else None})
+                          "next_run": ts(upcoming[0]) if upcoming else None,
+                          "next_run_local": upcoming[0].astimezone(ZoneInfo(post.timezone)).strftime("%Y-%m-%d %H:%M")
+                          if upcoming else None})
 
     def figures_json(part: Any) -> dict[str, int]:
         return {"sent": part.sent, "late": part.late, "failed": part.failed, "skipped": part.skipped,

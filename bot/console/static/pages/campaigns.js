@@ -117,7 +117,7 @@
         {label: t("campaigns.col_phase"), value: (p) => p.phase_label || t("campaigns.all_phases")},
         {label: t("campaigns.col_schedule"), value: (p) => p.schedule_text || p.schedule},
         {label: t("campaigns.col_state"), value: (p) => t("push.state_" + p.state)},
-        {label: t("campaigns.col_next"), value: (p) => p.next_run ? Console.fmtTime(p.next_run) : "—"},
+        {label: t("campaigns.col_next"), value: (p) => p.next_run_local ? `${p.next_run_local}（${p.timezone}）` : "—"},
         {label: t("campaigns.col_content"), value: (p) => p.content, cls: "wrap"},
       ], c.posts, {id: "campaign-posts"})));
     root.append(h("section", {class: "card"}, h("h3", {}, t("campaigns.lotteries_title")),
