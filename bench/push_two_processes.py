@@ -120,7 +120,7 @@ async def main() -> int:
             for name, tag in POSTS:
                 assert by_group[(chat, name)] == (args.minutes if tag is None or chat in vip else 0), (chat, name)
         assert sum(by_group.values()) == expected_deliveries
-        sent_by = Counter()
+        sent_by: Counter[int] = Counter()
         for r in reports:
             sent_by.update(r.sent_by)
         recorded_by = Counter(r.recorded_by.split(":")[1] for r in reports)

@@ -85,7 +85,7 @@ async def add_post(db: Database, schedule: Schedule, content: str, *, name: str,
 async def tag_groups(db: Database, chats: list[str], tag: str) -> None:
     """Tag robot groups (as `qunbot push tag add` does)."""
     async with db.session() as session:
-        ids = (await session.execute(select(Group.id).where(Group.channel == "robot", Group.external_id.in_(chats)))).scalars()  # type: ignore[attr-defined]
+        ids = (await session.execute(select(Group.id).where(Group.channel == "robot", Group.external_id.in_(chats)))).scalars()  # type: ignore[attr-defined, call-overload]
         for group_id in ids:
             await store.add_tag(session, group_id, tag)
 
@@ -98,7 +98,7 @@ async def delivery_states(db: Database, post_id: int | None = None) -> Counter[s
 
 async def run_ids(db: Database, post_id: int) -> list[int]:
     async with db.read_session() as session:
-        rows = await session.execute(select(store.PushRun.id).where(store.PushRun.post_id == post_id)
+        rows = await session.execute(select(store.PushRun.id).where(store.PushRun.post_id == post_id)  # type: ignore[call-overload]
                                      .order_by(store.PushRun.scheduled_at))
         return list(rows.scalars())
 
@@ -120,7 +120,7 @@ async def delivery_count(db: Database, post_id: int) -> int:
     async with db.read_session() as session:
         return int((await session.execute(
             select(func.count()).select_from(store.PushDelivery).join(store.PushRun)
-            .where(store.PushRun.post_id == post_id))).scalar_one())
+            .where(store.PushRun.post_id == post_id))).scalar_one())  # type: ignore[arg-type]
 
 
 def free_port() -> int:
@@ -295,8 +295,8 @@ async def run_reports(db: Database, fake: FakeWeCom, post_names: dict[int, str],
     by_process = [deliveries_sent_by(text) for text in logs]
     async with db.read_session() as session:
         runs = (await session.execute(select(store.PushRun).where(store.PushRun.post_id.in_(list(post_names)))  # type: ignore[attr-defined]
-                                      .order_by(store.PushRun.post_id, store.PushRun.scheduled_at))).scalars().all()
-        rows = (await session.execute(select(store.PushDelivery.id, store.PushDelivery.run_id, store.PushDelivery.status,
+                                      .order_by(store.PushRun.post_id, store.PushRun.scheduled_at))).scalars().all()  # type: ignore[arg-type]
+        rows = (await session.execute(select(store.PushDelivery.id, store.PushDelivery.run_id, store.PushDelivery.status,  # type: ignore[call-overload]
                                              store.PushDelivery.attempts)
                                       .where(store.PushDelivery.run_id.in_([r.id for r in runs])))).all()  # type: ignore[attr-defined]
     to_wall = time.time() - time.monotonic()

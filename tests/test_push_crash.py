@@ -46,7 +46,7 @@ async def in_flight(db: Database, post_id: int) -> dict[int, str]:
     """Deliveries of the post in 'sending' (claimed, outcome not recorded): delivery id → group's chat id."""
     async with db.read_session() as session:
         rows = await session.execute(
-            select(store.PushDelivery.id, Group.external_id).join(Group, Group.id == store.PushDelivery.group_id)
+            select(store.PushDelivery.id, Group.external_id).join(Group, Group.id == store.PushDelivery.group_id)  # type: ignore[call-overload]
             .join(store.PushRun, store.PushRun.id == store.PushDelivery.run_id)
             .where(store.PushRun.post_id == post_id, store.PushDelivery.status == store.SENDING))
         return {int(i): str(g) for i, g in rows.all()}
