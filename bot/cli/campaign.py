@@ -11,12 +11,12 @@ import getpass
 from datetime import date
 
 from bot.cli import UsageProblem, open_database
+from bot.cli.push import resolve_group
 from bot.config import Config
-from bot.push_spec import SpecError, parse_group_ref
 from storage import audit as audit_store
 from storage import campaign as store
 from storage.db import Database, utcnow
-from storage.groups import Group, ensure_group
+from storage.groups import Group
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,15 +97,6 @@ async def _problem(db: Database, args: argparse.Namespace, command: str, message
     return UsageProblem(message)
 
 
-async def _group(db: Database, ref: str, channel: str | None) -> Group:
-    try:
-        chan, external = parse_group_ref(ref, channel or "simulator")
-    except SpecError as exc:
-        raise UsageProblem(str(exc)) from None
-    async with db.session() as session:
-        return await ensure_group(session, chan, external)
-
-
 async def load_plan(db: Database, ref: str, *, include_removed: bool = False) -> store.Plan:
     """The campaign named or numbered `ref`, with its phases and dates; UsageProblem if there is none."""
     async with db.read_session() as session:
@@ -184,7 +175,7 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
                 reminder_days=None if args.remind_days is None else store.parse_days_list(args.remind_days))
             group_ids: list[int] = []
             for ref in args.group or []:
-                group = await _group(db, ref, args.channel)
+                group = await resolve_group(db, ref, args.channel)
                 if group.external_id == store.DIRECT_SCOPE:
                     raise store.CampaignError("targets", f"{ref}: a door's 1:1 scope is not a group")
                 group_ids.append(group.id)  # type: ignore[arg-type]
@@ -274,7 +265,7 @@ async def _summary(config: Config, args: argparse.Namespace) -> int:
     now = utcnow()
     async with open_database(config) as db:
         plan = await load_plan(db, args.campaign, include_removed=True)
-        group = await _group(db, args.group, args.channel) if args.group else None
+        group = await resolve_group(db, args.group, args.channel) if args.group else None
         today = plan.local_day(now)
         async with db.read_session() as session:
             figures = await store.summary(session, plan, today=today, group_id=group.id if group else None)

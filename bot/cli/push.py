@@ -129,7 +129,8 @@ async def _problem(db: Database, args: argparse.Namespace, command: str, message
     return UsageProblem(message)
 
 
-async def _group(db: Database, ref: str, channel: str | None) -> Group:
+async def resolve_group(db: Database, ref: str, channel: str | None) -> Group:
+    """A group named on the command line (`channel:id` or an id on `channel`), created if new."""
     try:
         chan, external = parse_group_ref(ref, channel or "simulator")
     except SpecError as exc:
@@ -201,7 +202,7 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
             raise await _problem(db, args, "add", f"cannot read {args.file}: {exc.strerror}") from None
         group_ids: list[int] = []
         for ref in args.group or []:
-            group = await _group(db, ref, args.channel)
+            group = await resolve_group(db, ref, args.channel)
             if group.external_id == store.DIRECT_SCOPE:
                 raise await _problem(db, args, "add", f"{ref}: a door's 1:1 scope is not a group to post into")
             group_ids.append(group.id)  # type: ignore[arg-type]
@@ -285,7 +286,7 @@ async def _switch(config: Config, args: argparse.Namespace) -> int:
 async def _preview(config: Config, args: argparse.Namespace) -> int:
     async with open_database(config) as db:
         post = await _load(db, args.post)
-        group = await _group(db, args.group, args.channel) if args.group else None
+        group = await resolve_group(db, args.group, args.channel) if args.group else None
         return await _preview_post(db, config, post, max(1, min(args.count, 100)), group)
 
 
@@ -370,7 +371,7 @@ async def _tag(config: Config, args: argparse.Namespace) -> int:
     async with open_database(config) as db:
         lines = []
         for ref in args.group:
-            group = await _group(db, ref, args.channel)
+            group = await resolve_group(db, ref, args.channel)
             async with db.session() as session:
                 if args.tag_command == "add":
                     done = await store.add_tag(session, group.id, tag)  # type: ignore[arg-type]
@@ -397,7 +398,7 @@ async def _tag_list(config: Config, args: argparse.Namespace) -> int:
 async def _limits(config: Config, args: argparse.Namespace) -> int:
     cfg = config.push
     async with open_database(config) as db:
-        group = await _group(db, args.group, args.channel)
+        group = await resolve_group(db, args.group, args.channel)
         assert group.id is not None
         values: dict[str, object] = {}
         try:
