@@ -84,6 +84,14 @@ class InboxConfig(_Section):
     batch_max: int = Field(256, ge=1, le=1000)
     # Events processed concurrently in the background.
     workers: int = Field(32, ge=1, le=1024)
+    # Acknowledgements first: while at least this many accepts wait for their commit at once, background
+    # processing starts `busy_share` events per event accepted (the rest wait, durably, for the burst to end).
+    busy_accepts: int = Field(8, ge=1, le=10000)
+    busy_share: float = Field(0.25, gt=0, le=10)
+    # Queued events kept in memory per process; beyond it they wait for the recovery scan (their lease).
+    backlog_max: int = Field(20000, ge=100, le=1_000_000)
+    # How often each process looks for events to take over (failed attempts, expired leases), in seconds.
+    recovery_interval_seconds: float = Field(5.0, gt=0, le=3600)
 
 
 class WelcomeConfig(_Section):

@@ -8,6 +8,14 @@ throughput grows with load instead of every request paying for its own commit. T
 A row is inserted already claimed by the accepting process (status 'processing' with a lease). If that
 process dies before finishing, the lease expires and the recovery scan of any process takes the event
 over; a failed attempt goes back to 'pending' and is retried up to inbox.max_attempts.
+
+Acknowledgements come first. Events accepted by callback doors wait in a queue for a background worker.
+While callbacks pour in (at least `inbox.busy_accepts` waiting for their commit at once), processing is
+paced to `inbox.busy_share` events per event accepted, so the platform keeps getting fast answers and
+stops retrying (WeCom retries an answer slower than 5 s, which multiplies a burst). The backlog is durable
+(every queued event is a leased row) and is worked off at full speed as soon as the burst is over; an event
+left queued for most of its lease is handed to the recovery scan instead, so a long overload delays work
+but never runs it twice.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -31,6 +41,10 @@ if TYPE_CHECKING:
     from bot.runtime import Runtime
 
 log = logging.getLogger("qunbot.inbox")
+
+# Busy lasts this long after the last time inbox.busy_accepts accepts were waiting at once (seconds).
+BUSY_HOLD_SECONDS = 0.1
+MAX_CREDIT = 64.0
 
 
 def _log_fields(event: Event, attempt: int) -> dict[str, object]:
@@ -68,6 +82,14 @@ class Inbox:
         self._tasks: set[asyncio.Task[object]] = set()
         self._recovery_task: asyncio.Task[None] | None = None
         self._inflight: set[int] = set()
+        # Background processing: accepted events waiting for a worker, (event, attempt, queued at).
+        self._queue: deque[tuple[Event, int, float]] = deque()
+        self._more = asyncio.Event()  # something queued, or credit earned
+        self._pump_task: asyncio.Task[None] | None = None
+        self._accepting = 0  # accepts waiting for their commit right now
+        self._busy_until = 0.0
+        self._credit = 0.0
+        self._left_to_recovery = 0
 
     # -- accepting -------------------------------------------------------------------------------
 
@@ -77,8 +99,28 @@ class Inbox:
         Raises InboxUnavailable when it could not be stored.
         """
         item = store.NewMessage(event.channel, event.key, event.type_name, event_to_json(event))
-        event.id = await self._journal.submit(item)
+        self._accepting += 1
+        if self._accepting >= self.cfg.busy_accepts:
+            self._busy_until = time.monotonic() + BUSY_HOLD_SECONDS
+        if self._queue and self.busy:
+            # Each acknowledgement earns background processing a share of a turn.
+            self._credit = min(self._credit + self.cfg.busy_share, MAX_CREDIT)
+            self._more.set()
+        try:
+            event.id = await self._journal.submit(item)
+        finally:
+            self._accepting -= 1
         return event.id
+
+    @property
+    def busy(self) -> bool:
+        """Whether callbacks are arriving faster than one commit takes (acknowledgements come first)."""
+        return time.monotonic() < self._busy_until
+
+    @property
+    def backlog(self) -> int:
+        """Accepted events waiting for a background worker in this process."""
+        return len(self._queue)
 
     async def _write(self, conn: fastsql.FastConnection, items: list[store.NewMessage | Done]) -> list[int | None]:
         new = [i for i in items if isinstance(i, store.NewMessage)]
@@ -99,15 +141,63 @@ class Inbox:
 
     # -- processing ------------------------------------------------------------------------------
 
-    def process_soon(self, event: Event) -> None:
-        """Process an accepted event in the background (at most inbox.workers at a time)."""
-        task = asyncio.get_running_loop().create_task(self._bounded(event), name=f"event-{event.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def process_soon(self, event: Event, attempt: int = 1) -> None:
+        """Process an accepted (claimed) event in the background, at most inbox.workers at a time.
 
-    async def _bounded(self, event: Event, attempt: int = 1) -> None:
-        async with self._slots:
+        Beyond inbox.backlog_max queued events, the event is left to the recovery scan (its row is leased,
+        so any process takes it over when the lease runs out): memory stays bounded, nothing is lost.
+        """
+        assert event.id is not None, "accept the event first"
+        if len(self._queue) >= self.cfg.backlog_max:
+            self._leave_to_recovery(event, "backlog full")
+            return
+        self._inflight.add(event.id)
+        self._queue.append((event, attempt, time.monotonic()))
+        self._more.set()
+
+    def _leave_to_recovery(self, event: Event, why: str) -> None:
+        assert event.id is not None
+        self._inflight.discard(event.id)
+        self._left_to_recovery += 1
+        if self._left_to_recovery == 1 or self._left_to_recovery % 1000 == 0:
+            log.warning("event left to the recovery scan", extra={"event_id": event.id, "why": why,
+                                                                   "left_so_far": self._left_to_recovery,
+                                                                   "backlog": len(self._queue)})
+
+    async def _pump(self) -> None:
+        """Start queued events as workers free up; while busy, only as acknowledgements earn credit."""
+        too_old = self.lease.total_seconds() * 0.8
+        while True:
+            while not self._queue:
+                self._more.clear()
+                await self._more.wait()
+            await self._slots.acquire()
+            while self.busy and self._credit < 1:
+                self._more.clear()
+                try:
+                    await asyncio.wait_for(self._more.wait(), BUSY_HOLD_SECONDS)
+                except TimeoutError:
+                    pass
+            if self.busy:
+                self._credit -= 1
+            if not self._queue:  # drained meanwhile (cannot happen today; keep the slot balanced anyway)
+                self._slots.release()
+                continue
+            event, attempt, queued_at = self._queue.popleft()
+            if time.monotonic() - queued_at > too_old:
+                # Its lease is nearly over: another process may take it any moment. Let recovery decide.
+                self._slots.release()
+                self._leave_to_recovery(event, "queued for most of its lease")
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_queued(event, attempt), name=f"event-{event.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_queued(self, event: Event, attempt: int) -> None:
+        try:
             await self.process(event, attempt, wait_for_done=False)
+        finally:
+            self._slots.release()
 
     async def process(self, event: Event, attempt: int = 1, *, wait_for_done: bool = True) -> list[Reply] | None:
         """Dispatch an accepted (claimed) event and deliver its replies; the replies, or None on failure.
@@ -151,33 +241,43 @@ class Inbox:
                                                "handler_errors": len(ctx.errors)})
         return ctx.replies
 
-    async def _recovery(self, interval: float = 5.0) -> None:
+    async def _recovery(self) -> None:
         """Take over events accepted but never finished: failed attempts and expired leases."""
+        interval = self.cfg.recovery_interval_seconds
+        page = 100
         while True:
             await asyncio.sleep(interval)
             try:
-                async with self.runtime.db.session() as session:
-                    ids = await store.due_for_recovery(session, older_than=utcnow() - timedelta(seconds=interval))
-                ids = [i for i in ids if i not in self._inflight]
-                for row in await store.claim(self.runtime.db, ids, self.lease):
-                    event = event_from_json(row.event_type, row.payload, event_id=row.id)
-                    log.info("recovering event", extra={"event_id": row.id, "attempt": row.attempts})
-                    task = asyncio.get_running_loop().create_task(self._bounded(event, row.attempts))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                # Page after page while there is more and room in the queue (after an overload there can be
+                # thousands), claiming no more than the queue can take.
+                while (room := min(page, self.cfg.backlog_max - len(self._queue))) > 0:
+                    async with self.runtime.db.session() as session:
+                        due = await store.due_for_recovery(session, older_than=utcnow() - timedelta(seconds=interval),
+                                                           limit=page + len(self._inflight))
+                    ids = [i for i in due if i not in self._inflight][:room]
+                    for row in await store.claim(self.runtime.db, ids, self.lease):
+                        event = event_from_json(row.event_type, row.payload, event_id=row.id)
+                        log.info("recovering event", extra={"event_id": row.id, "attempt": row.attempts})
+                        self.process_soon(event, row.attempts)
+                    if len(due) < page + len(self._inflight) or not ids:
+                        break
             except Exception:
                 log.exception("inbox recovery scan failed")
 
     async def drain(self) -> None:
         """Wait until every event being processed here is finished (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or self._queue:
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            else:
+                await asyncio.sleep(0.005)  # the pump is starting the next ones
         await self._journal.idle()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._journal.start("inbox-writer")
+        self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="inbox-pump")
         self._recovery_task = asyncio.get_running_loop().create_task(self._recovery(), name="inbox-recovery")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
@@ -186,9 +286,13 @@ class Inbox:
         except TimeoutError:
             log.warning("inbox stop: events still running; their leases will expire and they are recovered",
                         extra={"running": len(self._tasks)})
-        if self._recovery_task is not None:
-            self._recovery_task.cancel()
-            await asyncio.gather(self._recovery_task, return_exceptions=True)
+        for task in (self._recovery_task, self._pump_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._queue:
+            log.warning("inbox stop: events still queued; their leases will expire and they are recovered",
+                        extra={"queued": len(self._queue)})
         await self._journal.stop()
         for conn in self._conns:
             await conn.close()
