@@ -139,6 +139,24 @@ class WeComConfig(_Section):
     sync_welcome_template: bool = True
     # Fetch groupchat/get on joins to record names, join scene and inviter.
     enrich_members: bool = True
+    # Groups the app created (appchat/create), by chatid: scheduled posts go straight in with appchat/send.
+    # Every other wecom group is a customer group (客户群): posts become add_msg_template tasks its owner sends.
+    appchat_ids: list[str] = []
+    # appchat/send messages the app sends in any minute / UTC day (0: no limit). WeCom silently drops what a
+    # member receives from one app beyond 200 a minute or 10,000 a day, so the app's total stays below.
+    appchat_per_minute: int = Field(200, ge=0, le=100_000)
+    appchat_per_day: int = Field(10_000, ge=0, le=10_000_000)
+    # Mass messages one customer group may receive per period (0: no cap here; WeCom refuses the excess).
+    group_msg_cap: int = Field(4, ge=0, le=1000)
+    group_msg_cap_period: Literal["day", "week", "month"] = "month"
+    # A task its owner has not sent after this many hours is cancelled and its groups recorded failed.
+    group_msg_confirm_hours: float = Field(24.0, gt=0, le=24 * 30)
+    # How often one process (a database lease) creates tasks for queued posts and follows open ones.
+    group_msg_poll_seconds: float = Field(30.0, gt=0, le=3600)
+    # How often an open task's state is read from WeCom (get_groupmsg_task, get_groupmsg_send_result).
+    group_msg_check_seconds: float = Field(300.0, gt=0, le=86400)
+    # A run's customer-group posts wait up to this long for the rest of its fan-out: one task per owner.
+    group_msg_batch_seconds: float = Field(60.0, ge=0, le=3600)
     # Secrets: environment only (QUNBOT_WECOM_TOKEN, QUNBOT_WECOM_ENCODING_AES_KEY, QUNBOT_WECOM_CORP_SECRET).
     token: str = Field("", repr=False)
     encoding_aes_key: str = Field("", repr=False)
@@ -506,6 +524,11 @@ class PushPostConfig(_Section):
     # image: {url = "…"} or {base64 = "…", md5 = "…"}; news: {articles = [{title, url, description, picurl}]}.
     payload: dict[str, Any] = {}
     enabled: bool = True
+    # The campaign it belongs to (its name: [[campaigns]] or `qunbot campaign add`) and its phase there (预热
+    # 爆发 长尾 复盘): it fires only on those days, may use {campaign} {phase} {days_left}, and without targets
+    # or timezone of its own takes the campaign's. "": none.
+    campaign: str = Field("", max_length=64)
+    phase: str = Field("", max_length=16)
 
     @field_validator("timezone")
     @classmethod
@@ -513,6 +536,16 @@ class PushPostConfig(_Section):
         from bot.push_spec import check_timezone
 
         return check_timezone(value) if value else value
+
+    @field_validator("phase")
+    @classmethod
+    def _phase(cls, value: str) -> str:
+        from storage.campaign import CampaignError, parse_phase
+
+        try:
+            return parse_phase(value) if value else value
+        except CampaignError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("schedule")
     @classmethod
@@ -532,8 +565,12 @@ class PushPostConfig(_Section):
         return check_payload(info.data.get("kind", "text"), value)
 
     def check_targets(self) -> None:
-        if sum((bool(self.groups), bool(self.tag), self.all)) != 1:
-            raise ValueError(f"post {self.name!r}: give exactly one of groups, tag or all = true")
+        given = sum((bool(self.groups), bool(self.tag), self.all))
+        if given > 1 or (given == 0 and not self.campaign):
+            raise ValueError(f"post {self.name!r}: give exactly one of groups, tag or all = true "
+                             "(or none, with campaign: the campaign's groups)")
+        if self.phase and not self.campaign:
+            raise ValueError(f"post {self.name!r}: phase needs campaign")
         if self.kind in ("text", "markdown") and not self.content.strip():
             raise ValueError(f"post {self.name!r}: content is empty")
 
@@ -591,14 +628,20 @@ class PushConfig(_Section):
     @field_validator("posts")
     @classmethod
     def _posts(cls, value: list[PushPostConfig], info: ValidationInfo) -> list[PushPostConfig]:
-        from bot.push_spec import check_content
+        from bot.push_spec import SpecError, check_content
 
         names = [post.name for post in value]
         if len(set(names)) != len(names):
             raise ValueError("post names must be different")
         for post in value:
             post.check_targets()
-            check_content(post.content, info.data.get("dates", {}))
+            try:
+                check_content(post.content, info.data.get("dates", {}), campaign=bool(post.campaign))
+            except SpecError as exc:
+                # A campaign's own dates are checked with the campaign (here when the file declares it, else
+                # at start-up).
+                if not (post.campaign and exc.key == "days_until"):
+                    raise
         return value
 
 
@@ -645,6 +688,64 @@ class CampaignConfig(_Section):
         if found is None or int(found.group(1)) > 23 or int(found.group(2)) > 59:
             raise ValueError(f"must be a time of day like 10:00, got {value!r}")
         return f"{int(found.group(1)):02d}:{found.group(2)}"
+
+
+class CampaignDeclaration(_Section):
+    """A campaign declared in the config file ([[campaigns]]); upserted by name at start-up (as `qunbot campaign
+    add` / `edit` would), removed with its posts when the file no longer declares it."""
+
+    name: str = Field(min_length=1, max_length=64)
+    title: str = Field(min_length=1, max_length=128)
+    # Its dates are read in this timezone; empty: the bot's `timezone`.
+    timezone: str = ""
+    key_date: IsoDate
+    key_name: str = Field("关键日", min_length=1, max_length=32)
+    # Phase → its days: {预热 = "2026-11-01..2026-11-07", 爆发 = "2026-11-08..11-11", 复盘 = "2026-11-15"}.
+    phases: dict[str, str] = Field(min_length=1)
+    # Extra named dates for {days_until:NAME}: {直播 = 2026-11-10}.
+    dates: dict[str, IsoDate] = {}
+    # Targets, exactly one of: listed groups ("channel:group" or an id on `channel`), a tag, or all.
+    groups: list[str] = []
+    tag: str = Field("", max_length=64)
+    all: bool = False
+    channel: str = Field("", max_length=32)
+    owner: str = Field("", max_length=128)
+    # Platform user ids reminders @-mention or message one to one.
+    ops: list[str] = []
+    # Where its reminders go ("robot:ops", "wecom:@direct"); empty: campaign.reminder_target.
+    remind_to: str = ""
+    # Days before the key date to remind on; absent: campaign.reminder_days_before.
+    remind_days: list[int] | None = None
+
+    def fields(self, default_timezone: str, group_ids: tuple[int, ...] = ()) -> Any:
+        """The declaration as storage.campaign.CampaignFields (listed groups as row ids, resolved at start-up)."""
+        from storage import campaign as store
+
+        phases: dict[str, Any] = {}
+        for word, span in self.phases.items():
+            phase = store.parse_phase(word)
+            if phase in phases:
+                raise store.CampaignError("phase", f"phase {word} given twice", text=word)
+            phases[phase] = store.parse_span(span)
+        kind = store.GROUPS if self.groups else store.TAG if self.tag else store.ALL
+        return store.CampaignFields(
+            name=self.name, title=self.title, timezone=self.timezone or default_timezone, key_date=self.key_date,
+            phases=phases, target_kind=kind, target_tag=self.tag or None,
+            target_channel=(self.channel or None) if kind != store.GROUPS else None, group_ids=group_ids,
+            key_name=self.key_name, dates=dict(self.dates), owner=self.owner, ops_users=tuple(self.ops),
+            reminder_target=self.remind_to or None,
+            reminder_days=None if self.remind_days is None else tuple(self.remind_days)).normalized()
+
+    def check(self) -> None:
+        from storage.campaign import CampaignError
+
+        if sum((bool(self.groups), bool(self.tag), self.all)) != 1:
+            raise ValueError(f"campaign {self.name!r}: give exactly one of groups, tag or all = true")
+        try:
+            # Listed groups are checked for their spelling here, and become rows at start-up.
+            self.fields("UTC", tuple(range(1, len(self.groups) + 1))).check()
+        except CampaignError as exc:
+            raise ValueError(f"campaign {self.name!r}: {exc}") from None
 
 
 class ConsoleConfig(_Section):
@@ -709,8 +810,20 @@ class Config(_Section):
     faq: FaqConfig = FaqConfig()
     push: PushConfig = PushConfig()
     campaign: CampaignConfig = CampaignConfig()
+    # Campaigns declared in the file, as [[campaigns]] tables (see config.example.toml).
+    campaigns: list[CampaignDeclaration] = []
     console: ConsoleConfig = ConsoleConfig()
     templates: TemplatesConfig = TemplatesConfig()
+
+    @field_validator("campaigns")
+    @classmethod
+    def _campaigns(cls, value: list[CampaignDeclaration]) -> list[CampaignDeclaration]:
+        names = [c.name.strip() for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError("campaign names must be different")
+        for declared in value:
+            declared.check()
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -873,6 +986,30 @@ def _check_consistency(config: Config, origin: dict[str, str]) -> None:
     _check_official_account(config, origin)
     _check_gateway(config, origin)
     _check_robot(config, origin)
+    _check_campaign_posts(config, origin)
+
+
+def _check_campaign_posts(config: Config, origin: dict[str, str]) -> None:
+    """Posts of a campaign the file declares: the phase is one of its phases, {days_until:…} names its dates.
+    (A post of a campaign made elsewhere is checked at start-up, when the campaign is read.)"""
+    from bot.push_spec import SpecError, check_content
+    from storage.campaign import CampaignError, check_phase
+
+    declared = {c.name.strip(): c for c in config.campaigns}
+    where = origin.get("push.posts", origin.get("push", "config"))
+    for n, post in enumerate(config.push.posts):
+        campaign = declared.get(post.campaign)
+        if campaign is None:
+            continue
+        from storage.campaign import plan_from_fields
+
+        plan = plan_from_fields(campaign.fields(config.timezone, tuple(range(1, len(campaign.groups) + 1))))
+        try:
+            check_phase(plan, post.phase or None)
+            check_content(post.content, {**config.push.dates, **plan.named_dates()}, campaign=True)
+        except (CampaignError, SpecError) as exc:
+            key = "phase" if isinstance(exc, CampaignError) else "content"
+            raise ConfigError(f"invalid configuration: push.posts.{n}.{key} ({where}): post {post.name!r}: {exc}") from None
 
 
 def _check_smartbot_ws(config: Config, origin: dict[str, str]) -> None:

@@ -2,11 +2,19 @@
 key date — and one campaign's figures in their group (its posts' deliveries, its lotteries here, check-ins
 during the campaign against the week before).
 
-Read-only: campaigns are made by ops (`qunbot campaign`); the tables and figures are storage.campaign, the
-milestone reminders scheduler.campaign (started here).
+Read-only here: campaigns are made by ops (`qunbot campaign`, the console, the config file); a group admin
+puts the group's own posts into one with `定时 活动 <编号> <活动> [阶段]` (handlers.push), and `活动 <名称>`
+lists them with their next sending time. The tables and figures are storage.campaign, the milestone reminders
+scheduler.campaign (started here).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
 
 from bot.dispatcher import DIRECT_SCOPE, Context, Registry
 from bot.events import Command, Reply
@@ -17,7 +25,8 @@ from storage import campaign as store
 
 LIST_WORDS = {"列表", "查看", "list"}
 
-USAGE = "活动 — 本群参与的活动、当前阶段和倒计时；活动 <名称或编号> — 这个活动在本群的数据（推送、抽奖、签到）"
+USAGE = ("活动 — 本群参与的活动、当前阶段和倒计时；活动 <名称或编号> — 这个活动在本群的推送和数据（推送、抽奖、签到）；"
+         "把本群的定时推送加入活动：定时 活动 <编号> <活动名称> [阶段]")
 
 
 def setup(registry: Registry) -> None:
@@ -39,16 +48,42 @@ async def campaign_command(event: Command, ctx: Context) -> Reply:
         plans = [await store.load_plan(session, c) for c in await store.campaigns_of_group(session, group.id)]
         if not wanted or wanted.lower() in LIST_WORDS:
             return Reply(_listing(ctx, plans))
-        plan = _pick(plans, wanted)
+        plan = pick(plans, wanted)
         if plan is None:
             return Reply(t.render("campaign.not_found", name=wanted))
         today = plan.local_day(event.at)
         figures = await store.summary(session, plan, today=today, group_id=group.id)
+        posts = await posts_text(ctx, session, plan, group.id, event.at)
     ctx.audit_detail = f"campaign {plan.id} summary"
-    return Reply(summary_text(t, figures))
+    return Reply(summary_text(t, figures) + "\n" + posts)
 
 
-def _pick(plans: list[store.Plan], wanted: str) -> store.Plan | None:
+async def posts_text(ctx: Context, session: Any, plan: store.Plan, group_id: int, now: datetime) -> str:
+    """The campaign's live posts that reach this group, each with its phase and next sending time."""
+    from scheduler.push import next_runs
+    from storage.groups import Group
+    from storage.push import target_conditions
+
+    t = ctx.templates
+    lines = []
+    for post in await store.posts_of(session, plan.id, include_removed=False):
+        reached = await session.execute(select(Group.id).where(Group.id == group_id, *target_conditions(post)))
+        if reached.first() is None:
+            continue
+        window = plan.window(post.phase) or (store.plan_epoch(), store.plan_epoch())
+        upcoming = next_runs(post, 1, now, window) if post.enabled else []
+        nxt = (upcoming[0].astimezone(ZoneInfo(post.timezone)).strftime("%Y-%m-%d %H:%M") if upcoming
+               else t.raw("push.paused_state") if not post.enabled else t.raw("push.never"))
+        lines.append(t.render("campaign.post_line", id=post.id, schedule=post.schedule_text,
+                              phase=store.phase_label(post.phase) if post.phase else t.raw("push.all_phases"),
+                              next=nxt, content=" ".join(post.content.split())[:40]))
+    if not lines:
+        return t.raw("campaign.posts_none")
+    return "\n".join([t.raw("campaign.posts_header"), *lines])
+
+
+def pick(plans: list[store.Plan], wanted: str) -> store.Plan | None:
+    """The campaign a chat message names: by number ("3", "#3"), name or title."""
     number = wanted.lstrip("#")
     for plan in plans:
         if (number.isdigit() and plan.id == int(number)) or wanted in (plan.campaign.name, plan.campaign.title):

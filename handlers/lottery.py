@@ -449,12 +449,9 @@ async def _redraw(event: Command, ctx: Context, rest: str) -> Reply:
     else:
         try:
             async with ctx.db.session() as session:
-                member = await store.find_entrant(session, lottery.id, who)  # type: ignore[arg-type]
-                if member is None:
-                    raise LotteryError("not_a_winner", f"{who} did not enter")
-                winner = await store.redraw(session, lottery, prize_name=prize, member_id=member.id,  # type: ignore[arg-type]
-                                            actor=f"chat:{event.sender.user}", reason=reason, now=event.at,
-                                            event_id=event.id)
+                winner = await store.redraw_winner(session, lottery, prize_name=prize, who=who,
+                                                   actor=f"chat:{event.sender.user}", reason=reason, now=event.at,
+                                                   event_id=event.id)
                 new_pick = winner.pick
         except LotteryError as exc:
             raise UsageError(t.render(f"lottery.err_{exc.code}", who=who.lstrip("@"), **common)) from None

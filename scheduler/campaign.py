@@ -21,10 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.channels.base import PostFailed
+from bot.config import Config, ConfigError
 from bot.events import Reply
 from bot.templates import Templates
 from storage import campaign as store
@@ -70,6 +74,72 @@ async def run_reminders(runtime: Runtime, holder: str, now: datetime | None = No
 
 def reminder_clock(runtime: Runtime) -> time:
     return time.fromisoformat(runtime.config.campaign.reminder_time)
+
+
+def settings_of(config: Config) -> store.CampaignSettings:
+    """What campaign edits need from the configuration (reminder timing and target, push.dates)."""
+    cfg = config.campaign
+    return store.CampaignSettings(reminder_time=time.fromisoformat(cfg.reminder_time),
+                                  reminder_days_before=tuple(cfg.reminder_days_before),
+                                  reminder_target=cfg.reminder_target, push_dates=dict(config.push.dates))
+
+
+# -- campaigns declared in the config file ---------------------------------------------------------------
+
+
+async def apply_config_campaigns(db: Database, config: Config, now: datetime | None = None) -> dict[str, str]:
+    """Upsert the [[campaigns]] of the config file by name (storage.campaign.upsert_config_campaign); those
+    the file declared before and no longer does are removed with their posts. Runs at start-up, before the
+    config's posts (which may belong to them). What happened to each name; changes are audited (source
+    "config"). Two processes starting at once: the second finds the first's rows."""
+    from sqlalchemy.exc import IntegrityError
+
+    now = now or utcnow()
+    for attempt in range(2):
+        try:
+            return await _apply_config_campaigns(db, config, now)
+        except IntegrityError:
+            if attempt:
+                raise
+    return {}
+
+
+async def _apply_config_campaigns(db: Database, config: Config, now: datetime) -> dict[str, str]:
+    from storage import audit as audit_store
+    from storage.groups import ensure_group
+
+    settings = settings_of(config)
+    outcome: dict[str, str] = {}
+    async with db.session() as session:
+        for n, declared in enumerate(config.campaigns):
+            group_ids: list[int] = []
+            for ref in declared.groups:
+                from bot.push_spec import parse_group_ref
+
+                channel, external = parse_group_ref(ref, declared.channel or "simulator")
+                group_ids.append((await ensure_group(session, channel, external)).id)  # type: ignore[arg-type]
+            try:
+                fields = declared.fields(config.timezone, tuple(group_ids))
+                edit, what = await store.upsert_config_campaign(session, fields, now=now, settings=settings)
+            except store.CampaignError as exc:
+                raise ConfigError(f"invalid configuration: campaigns.{n} (config): campaign {declared.name!r}: "
+                                  f"{exc}") from None
+            outcome[fields.name] = what
+            if what != "unchanged":
+                detail = (f"campaign {edit.campaign.id} {edit.campaign.name} created from the config file"
+                          if what == "created" else edit.detail)
+                log.info("config campaign %s", what, extra={"campaign": edit.campaign.id, "campaign_name": fields.name})
+                await audit_store.record(session, source="config", actor="config file", command=f"campaign {what}",
+                                         args=fields.name, result=audit_store.OK, detail=detail, at=now)
+        names = {c.name.strip() for c in config.campaigns}
+        for campaign, posts in await store.remove_config_campaigns_except(session, names, now):
+            outcome[campaign.name] = "removed"
+            log.info("config campaign removed (no longer in the config file)", extra={"campaign": campaign.id})
+            await audit_store.record(session, source="config", actor="config file", command="campaign remove",
+                                     args=campaign.name, result=audit_store.OK, at=now,
+                                     detail=f"campaign {campaign.id} {campaign.name} removed (no longer in the config "
+                                            "file)" + (f" with its post(s) {', '.join(map(str, posts))}" if posts else ""))
+    return outcome
 
 
 async def record_due(runtime: Runtime, now: datetime) -> list[int]:
@@ -230,19 +300,53 @@ def reminder_text(templates: Templates, plan: store.Plan, milestone: str, due_at
     return templates.render("campaign.reminder_before", **common)
 
 
+# A definition being edited (the console's live preview): its posts render with it instead of the stored one.
+_PREVIEWING: ContextVar[store.Plan | None] = ContextVar("campaign_previewing", default=None)
+
+
+@contextmanager
+def previewing(plan: store.Plan) -> Iterator[None]:
+    """Within this block (this task only), posts of `plan`'s campaign render with `plan` — a definition not
+    saved yet, e.g. a phase date being typed — instead of what is stored. A new campaign has id 0."""
+    token = _PREVIEWING.set(plan)
+    try:
+        yield
+    finally:
+        _PREVIEWING.reset(token)
+
+
 async def countdown_values(db: Database, templates: Templates, campaign_id: int, phase: str | None,
                            scheduled_at: datetime) -> dict[str, object]:
     """A campaign post's variables for a firing: {campaign} (its title), {phase} (the post's phase, else the
     one on that day), {days_left} (to the key date) and {days_until:NAME} for the campaign's dates — all
     counted on the firing's day in the campaign's timezone, so every group of one run reads the same."""
-    async with db.read_session() as session:
-        plan = await store.plan_of(session, campaign_id)
+    plan = _PREVIEWING.get()
+    if plan is None or (plan.campaign.id or 0) != campaign_id:
+        async with db.read_session() as session:
+            plan = await store.plan_of(session, campaign_id)
     if plan is None:
         return {}
+    return plan_values(templates, plan, phase, scheduled_at)
+
+
+def plan_values(templates: Templates, plan: store.Plan, phase: str | None, scheduled_at: datetime) -> dict[str, object]:
+    """`countdown_values` of a plan in hand."""
     day = plan.local_day(scheduled_at)
     shown = phase or plan.phase_on(day)
+    between = {"before": "campaign.phase_not_started", "after": "campaign.phase_after"}.get(plan.state_on(day),
+                                                                                           "campaign.phase_gap")
     values: dict[str, object] = {"campaign": plan.campaign.title, "days_left": plan.days_left(day),
-                                 "phase": store.phase_label(shown) if shown else templates.raw("campaign.phase_gap")}
+                                 "phase": store.phase_label(shown) if shown else templates.raw(between)}
     for name, when in plan.named_dates().items():
         values[f"days_until:{name}"] = (when - day).days
     return values
+
+
+def error_text(templates: Templates, exc: store.CampaignError) -> str:
+    """A campaign mistake in the operator's language (campaign.err_<key>); the English message if the
+    templates have no text for it."""
+    key = f"campaign.err_{exc.key}"
+    try:
+        return templates.render(key, **exc.values)
+    except KeyError:
+        return str(exc)

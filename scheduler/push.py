@@ -16,7 +16,8 @@ The database is the source of truth; APScheduler only says "look now":
   process dies mid-send, another takes the delivery when the lease (`push.lease_seconds`) runs out, so
   a crash can repeat at most the sends that were in flight; everything else is sent exactly once.
   Deliveries on a door no running process has are left for one that has it, and recorded as skipped
-  after `push.unserved_timeout_seconds`.
+  after `push.unserved_timeout_seconds`. A door whose posts a person confirms (WeCom customer groups) takes
+  a delivery over with `queue_post`: it waits as `awaiting` until the door records its outcome.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from zoneinfo import ZoneInfo
 from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN
 from sqlalchemy import select
 
-from bot.channels.base import PostFailed
+from bot.channels.base import PostFailed, PostSkipped, QueuedPost
 from bot.config import Config, PushPostConfig
 from bot.events import Reply
 from bot.push_spec import (
+    SpecError,
     build_trigger,
     fire_after,
     fire_times,
@@ -95,13 +97,24 @@ async def start_push(runtime: Runtime) -> None:
 
 async def apply_config_posts(db: Database, config: Config, now: datetime | None = None) -> dict[str, str]:
     """Upsert the posts declared in [[push.posts]] by name (source "config"); posts that were declared before
-    and are gone from the file are removed (their history stays). What happened to each name."""
+    and are gone from the file are removed (their history stays). What happened to each name. The file's
+    [[campaigns]] come first (scheduler.campaign.apply_config_campaigns): its posts may belong to them."""
+    from scheduler.campaign import apply_config_campaigns, settings_of
+    from storage import campaign as campaigns
+
     now = now or utcnow()
+    await apply_config_campaigns(db, config, now)
     outcome: dict[str, str] = {}
     async with db.session() as session:
         for declared in config.push.posts:
             fields = await config_post_fields(session, config, declared, now)
             post, what = await store.upsert_config_post(session, fields, now)
+            if (post.campaign_id, post.phase) != (fields.campaign_id, fields.phase):
+                if fields.campaign_id is None:
+                    post, _ = await campaigns.detach_post(session, post.id, now=now, settings=settings_of(config))  # type: ignore[arg-type]
+                else:
+                    post, _ = await campaigns.attach_post(session, fields.campaign_id, post.id, fields.phase, now=now)  # type: ignore[arg-type]
+                what = "updated"
             outcome[declared.name] = what
             if what != "unchanged":
                 log.info("config post %s", what, extra={"post": post.id, "post_name": declared.name})
@@ -115,7 +128,8 @@ async def apply_config_posts(db: Database, config: Config, now: datetime | None 
 
 
 async def config_post_fields(session: Any, config: Config, declared: PushPostConfig, now: datetime) -> store.PostFields:
-    tz = declared.timezone or config.timezone
+    plan = await _config_post_campaign(session, config, declared) if declared.campaign else None
+    tz = declared.timezone or (plan.campaign.timezone if plan is not None else config.timezone)
     schedule = parse_schedule(declared.schedule, tz=tz, now=now, allow_past=True)
     default_channel = declared.channel or "simulator"
     group_ids: list[int] = []
@@ -123,11 +137,36 @@ async def config_post_fields(session: Any, config: Config, declared: PushPostCon
         channel, external = parse_group_ref(ref, default_channel)
         group_ids.append((await ensure_group(session, channel, external)).id)  # type: ignore[arg-type]
     kind = store.GROUPS if declared.groups else store.TAG if declared.tag else store.ALL
-    return store.PostFields(schedule=schedule, schedule_text=declared.schedule, timezone=tz, target_kind=kind,
-                            content=declared.content,
-                            kind=declared.kind, payload=declared.payload, target_tag=declared.tag or None,
-                            target_channel=(declared.channel or None) if kind != store.GROUPS else None,
-                            group_ids=tuple(group_ids), name=declared.name, enabled=declared.enabled)
+    targets: dict[str, Any] = {"target_kind": kind, "target_tag": declared.tag or None, "group_ids": tuple(group_ids),
+                               "target_channel": (declared.channel or None) if kind != store.GROUPS else None}
+    if plan is not None and not (declared.groups or declared.tag or declared.all):
+        from storage.campaign import post_targets
+
+        targets = await post_targets(session, plan.campaign)
+    return store.PostFields(schedule=schedule, schedule_text=declared.schedule, timezone=tz, content=declared.content,
+                            kind=declared.kind, payload=declared.payload, name=declared.name, enabled=declared.enabled,
+                            campaign_id=plan.id if plan is not None else None, phase=declared.phase or None, **targets)
+
+
+async def _config_post_campaign(session: Any, config: Config, declared: PushPostConfig) -> Any:
+    """The live campaign a config post names (storage.campaign.Plan), its phase and dates checked; a mistake
+    stops the start-up naming the post, as any invalid configuration does."""
+    from bot.config import ConfigError
+    from storage import campaign as campaigns
+
+    where = f"invalid configuration: push.posts ({declared.name!r}.campaign)"
+    found = await campaigns.get_campaign(session, declared.campaign)
+    if found is None:
+        raise ConfigError(f"{where}: no live campaign {declared.campaign!r} ([[campaigns]] or qunbot campaign add)")
+    plan = await campaigns.load_plan(session, found)
+    try:
+        campaigns.check_phase(plan, declared.phase or None)
+        from bot.push_spec import check_content
+
+        check_content(declared.content, {**config.push.dates, **plan.named_dates()}, campaign=True)
+    except (campaigns.CampaignError, SpecError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return plan
 
 
 # -- rendering -------------------------------------------------------------------------------------------
@@ -186,7 +225,7 @@ def door_blocks(kind: str) -> store.Blocked:
             caps = door_class(name).capabilities
         except Exception:  # noqa: S112 - a door this install cannot import: a process that has it decides
             continue
-        if not caps.can_post_proactively:
+        if not caps.can_post_proactively and not caps.confirmed_posts:
             reasons[name] = f"the {name} door cannot post on its own"
         elif kind == "image" and not caps.images:
             reasons[name] = f"the {name} door cannot post images"
@@ -469,7 +508,9 @@ class PushService:
                                     at=now + timedelta(seconds=self.config.poll_interval_seconds))
             return
         caps = door.capabilities
-        if not caps.can_post_proactively:
+        # Straight into the group, or (doors whose posts a person confirms) queued for that person.
+        direct = door.posts_directly(group.external_id)
+        if not direct and not caps.confirmed_posts:
             await self._finish(claimed, store.SKIPPED, f"the {claimed.channel} door cannot post on its own", now, fields)
             return
         if (run.kind == "image" and not caps.images) or (run.kind == "news" and not caps.news):
@@ -495,8 +536,17 @@ class PushService:
         reply = await render_post(self.db, self.runtime.config, self.runtime.templates, kind=run.kind,
                                   content=run.content, payload=run.payload, scheduled_at=run.scheduled_at, group=group,
                                   campaign_id=run.campaign_id, phase=run.phase)
+        note = ""
         try:
-            await asyncio.wait_for(door.post(group.external_id, [reply]), timeout=cfg.send_timeout_seconds)
+            if direct:
+                await asyncio.wait_for(door.post(group.external_id, [reply]), timeout=cfg.send_timeout_seconds)
+            else:
+                queued = QueuedPost(delivery_id=claimed.id, run_id=claimed.run_id, group_id=claimed.group_id,
+                                    group=group.external_id, holder=self.holder, now=now)
+                note = await asyncio.wait_for(door.queue_post(queued, [reply]), timeout=cfg.send_timeout_seconds)
+        except PostSkipped as exc:
+            await self._finish(claimed, store.SKIPPED, exc.reason, now, fields, give_back=True)
+            return
         except PostFailed as exc:
             if exc.permanent:
                 await self._finish(claimed, store.FAILED, exc.reason, now, fields, give_back=True)
@@ -520,13 +570,16 @@ class PushService:
         except Exception as exc:
             await self._transient(claimed, now, f"{type(exc).__name__}: {exc}", fields)
             return
+        if not direct:  # the door records its outcome once the person has acted (or not)
+            await self._finish(claimed, store.AWAITING, note, now, fields)
+            return
         await self._finish(claimed, store.SENT, None, now, fields)
 
     async def _finish(self, claimed: store.Claimed, status: str, reason: str | None, now: datetime,
                       fields: dict[str, Any], *, give_back: bool = False) -> None:
         kept = await store.finish(self.db, claimed.id, self.holder, status=status, reason=reason, now=now,
                                   release_day=give_back)
-        level = logging.INFO if status == store.SENT else logging.WARNING
+        level = logging.INFO if status in (store.SENT, store.AWAITING) else logging.WARNING
         log.log(level, "push delivery %s", status, extra={**fields, "reason": reason or ""})
         if not kept:
             log.warning("push delivery outcome not recorded: its lease was taken over", extra=fields)

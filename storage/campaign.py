@@ -7,6 +7,11 @@ tag, or all groups, as posts have), up to four phases — warm-up 预热, burst 
 复盘 — each a span of local days in the campaign's timezone (in that order, not overlapping), a key date
 (the launch day) with a name, extra named dates, and ops contacts.
 
+One set of domain functions, whoever asks (CLI, config file, 定时/活动 in chat, the console):
+`create_campaign`, `update_campaign` (everything but its history; keeps posts and reminders consistent),
+`remove_campaign`, `attach_post` / `detach_post`, `upsert_config_campaign` / `remove_config_campaigns_except`.
+Callers write the audit log; these say what they changed (`CampaignEdit.detail`).
+
 Posts belong to a campaign (push_posts.campaign_id) and optionally a phase (push_posts.phase). A post of a
 phase fires only on the phase's days; a campaign post without a phase only on the campaign's days (first
 phase's first day to last phase's last day). Firings outside are no firings at all: no run is recorded
@@ -23,7 +28,8 @@ What the database guarantees:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -261,7 +267,8 @@ def parse_days_list(text_: str) -> tuple[int, ...]:
 
 @dataclass
 class CampaignFields:
-    """A campaign's definition, as the CLI (and later the console) gives it; `check()` says what is wrong."""
+    """A campaign's definition, as the CLI, the config file and the console give it; `check()` says what is
+    wrong, `normalized()` is the form stored (and compared: an unchanged definition changes nothing)."""
 
     name: str
     title: str
@@ -323,6 +330,42 @@ class CampaignFields:
             raise CampaignError("days", f"reminder days are 0..{MAX_REMINDER_DAYS}", text=str(self.reminder_days))
         if any(not re.fullmatch(r"[^\s|]{1,128}", u) for u in self.ops_users):
             raise CampaignError("ops", "ops users are platform user ids without spaces", text=",".join(self.ops_users))
+
+    def problems(self) -> list[CampaignError]:
+        """Every mistake, not only the first `check()` stops at: each part found wrong is set aside and the
+        rest checked again (a form shows them all at once)."""
+        placeholder = {BURST: (self.key_date, self.key_date)}
+        fixes: dict[str, dict[str, Any]] = {
+            "name": {"name": "x"}, "title": {"title": "x"}, "timezone": {"timezone": "UTC"},
+            "targets": {"target_kind": ALL}, "phases": {"phases": placeholder}, "span": {"phases": placeholder},
+            "order": {"phases": placeholder}, "key_name": {"key_name": DEFAULT_KEY_NAME}, "date_name": {"dates": {}},
+            "target": {"reminder_target": None}, "days": {"reminder_days": None}, "ops": {"ops_users": ()}}
+        found: list[CampaignError] = []
+        probe = self
+        for _ in range(len(fixes) + 1):
+            try:
+                probe.check()
+                break
+            except CampaignError as exc:
+                found.append(exc)
+                if exc.key not in fixes:
+                    break
+                probe = replace(probe, **fixes[exc.key])
+        return found
+
+    def normalized(self) -> CampaignFields:
+        """The definition as it is stored: trimmed texts, targets of its kind only, groups sorted, phases in order."""
+        return replace(
+            self, name=self.name.strip(), title=self.title.strip(), key_name=self.key_name.strip(),
+            owner=self.owner.strip()[:128],
+            target_tag=(self.target_tag or "").strip() or None if self.target_kind == TAG else None,
+            target_channel=(self.target_channel or None) if self.target_kind != GROUPS else None,
+            group_ids=tuple(sorted(set(self.group_ids))) if self.target_kind == GROUPS else (),
+            phases={p: self.phases[p] for p in PHASES if p in self.phases},
+            dates={n.strip(): d for n, d in sorted(self.dates.items(), key=lambda item: (item[1], item[0]))},
+            ops_users=tuple(dict.fromkeys(u.strip() for u in self.ops_users if u.strip())),
+            reminder_target=(self.reminder_target or "").strip() or None,
+            reminder_days=None if self.reminder_days is None else tuple(sorted(set(self.reminder_days), reverse=True)))
 
 
 def _reserved_names(key_name: str) -> list[str]:
@@ -417,28 +460,219 @@ async def plan_of(session: AsyncSession, campaign_id: int) -> Plan | None:
 # -- campaigns -------------------------------------------------------------------------------------------
 
 
+# Campaigns declared in the config file ([[campaigns]]) are upserted by name at start-up and carry this maker.
+CONFIG_MAKER = "config"
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """What edits need from the configuration: when and how milestones remind (campaign.*), to re-plan them,
+    and push.dates, to check the campaign's posts still name only dates that exist."""
+
+    reminder_time: time = time(10, 0)
+    reminder_days_before: tuple[int, ...] = (7, 3, 1)
+    reminder_target: str = ""
+    push_dates: Mapping[str, date] = field(default_factory=dict)
+
+
+def _columns(fields: CampaignFields) -> dict[str, Any]:
+    """The campaigns row of a normalized definition."""
+    return {"name": fields.name, "title": fields.title, "timezone": fields.timezone, "target_kind": fields.target_kind,
+            "target_tag": fields.target_tag, "target_channel": fields.target_channel, "key_date": fields.key_date,
+            "key_name": fields.key_name, "owner": fields.owner, "ops_users": "|".join(fields.ops_users),
+            "reminder_target": fields.reminder_target,
+            "reminder_days": None if fields.reminder_days is None else ",".join(str(d) for d in fields.reminder_days)}
+
+
+def plan_from_fields(fields: CampaignFields, *, campaign_id: int | None = None,
+                     created_at: datetime | None = None) -> Plan:
+    """A plan of a definition not (yet) stored: what previews and checks of an edit compute with."""
+    fields = fields.normalized()
+    campaign = Campaign(id=campaign_id, created_at=created_at or utcnow(), **_columns(fields))
+    return Plan(campaign, dict(fields.phases), dict(fields.dates))
+
+
+async def _name_free(session: AsyncSession, name: str, campaign_id: int | None) -> None:
+    taken = (await session.execute(select(Campaign.id).where(Campaign.name == name, Campaign.removed_at.is_(None))  # type: ignore[union-attr]
+                                   )).scalar_one_or_none()
+    if taken is not None and taken != campaign_id:
+        raise CampaignError("name_taken", f"a live campaign is already named {name!r}", name=name)
+
+
+async def _write_parts(session: AsyncSession, campaign_id: int, fields: CampaignFields) -> None:
+    """The campaign's listed groups, phases and dates, replacing what it had."""
+    for table in (CampaignGroup, CampaignPhase, CampaignDate):
+        await session.execute(delete(table).where(table.campaign_id == campaign_id))  # type: ignore[attr-defined]
+    for group_id in fields.group_ids:
+        session.add(CampaignGroup(campaign_id=campaign_id, group_id=group_id))
+    for phase, (first, last) in fields.phases.items():
+        session.add(CampaignPhase(campaign_id=campaign_id, phase=phase, starts_on=first, ends_on=last))
+    for name, day in fields.dates.items():
+        session.add(CampaignDate(campaign_id=campaign_id, name=name, day=day))
+    await session.flush()
+
+
 async def create_campaign(session: AsyncSession, fields: CampaignFields, *, created_by: str, now: datetime) -> Campaign:
-    """Create a checked campaign (IntegrityError if a live campaign has its name)."""
+    """Create a checked campaign; CampaignError "name_taken" if a live campaign has its name (IntegrityError
+    if another process made one a moment ago)."""
+    fields = fields.normalized()
     fields.check()
-    campaign = Campaign(
-        name=fields.name.strip(), title=fields.title.strip(), timezone=fields.timezone, target_kind=fields.target_kind,
-        target_tag=fields.target_tag if fields.target_kind == TAG else None,
-        target_channel=fields.target_channel if fields.target_kind != GROUPS else None,
-        key_date=fields.key_date, key_name=fields.key_name.strip(), owner=fields.owner.strip()[:128],
-        ops_users="|".join(dict.fromkeys(fields.ops_users)), reminder_target=fields.reminder_target or None,
-        reminder_days=None if fields.reminder_days is None else ",".join(str(d) for d in fields.reminder_days),
-        created_by=created_by[:128], created_at=now, updated_at=now)
+    await _name_free(session, fields.name, None)
+    campaign = Campaign(**_columns(fields), created_by=created_by[:128], created_at=now, updated_at=now)
     session.add(campaign)
     await session.flush()
     assert campaign.id is not None
-    for group_id in dict.fromkeys(fields.group_ids if fields.target_kind == GROUPS else ()):
-        session.add(CampaignGroup(campaign_id=campaign.id, group_id=group_id))
-    for phase, (first, last) in fields.phases.items():
-        session.add(CampaignPhase(campaign_id=campaign.id, phase=phase, starts_on=first, ends_on=last))
-    for name, day in fields.dates.items():
-        session.add(CampaignDate(campaign_id=campaign.id, name=name, day=day))
-    await session.flush()
+    await _write_parts(session, campaign.id, fields)
     return campaign
+
+
+async def fields_of(session: AsyncSession, plan: Plan) -> CampaignFields:
+    """The stored definition of a campaign, in the form `update_campaign` takes (edit a copy, pass it back)."""
+    c = plan.campaign
+    groups = await listed_groups(session, plan.id) if c.target_kind == GROUPS else []
+    return CampaignFields(
+        name=c.name, title=c.title, timezone=c.timezone, key_date=c.key_date, phases=dict(plan.phases),
+        target_kind=c.target_kind, target_tag=c.target_tag, target_channel=c.target_channel,
+        group_ids=tuple(g.id for g in groups), key_name=c.key_name, dates=dict(plan.dates), owner=c.owner,  # type: ignore[misc]
+        ops_users=tuple(c.ops), reminder_target=c.reminder_target,
+        reminder_days=None if c.reminder_days is None else parse_days_list(c.reminder_days)).normalized()
+
+
+@dataclass
+class CampaignEdit:
+    """What an edit did: the campaign as it is now, what changed, the posts that followed it (their targets
+    or timezone were the campaign's), and what happened to its milestone reminders."""
+
+    campaign: Campaign
+    changed: list[str]
+    posts_followed: list[int] = field(default_factory=list)
+    reminders: list[str] = field(default_factory=list)
+
+    @property
+    def detail(self) -> str:
+        """One line for the audit log."""
+        if not self.changed:
+            return f"campaign {self.campaign.id} {self.campaign.name}: no change"
+        parts = [f"campaign {self.campaign.id} {self.campaign.name} edited: {', '.join(self.changed)}"]
+        if self.posts_followed:
+            parts.append(f"posts {', '.join(map(str, self.posts_followed))} follow its targets/timezone")
+        if self.reminders:
+            parts.append("reminders: " + "; ".join(self.reminders))
+        return "; ".join(parts)
+
+
+def _differences(before: CampaignFields, after: CampaignFields) -> list[str]:
+    """What an edit changes, in the order of the definition."""
+    parts = {"name": ("name",), "title": ("title",), "timezone": ("timezone",),
+             "targets": ("target_kind", "target_tag", "target_channel", "group_ids"), "key date": ("key_date",),
+             "key name": ("key_name",), "phases": ("phases",), "dates": ("dates",), "owner": ("owner",),
+             "ops": ("ops_users",), "reminder target": ("reminder_target",), "reminder days": ("reminder_days",)}
+    return [label for label, attrs in parts.items()
+            if any(getattr(before, attr) != getattr(after, attr) for attr in attrs)]
+
+
+def check_posts_fit(plan: Plan, posts: list[Any], settings: CampaignSettings) -> None:
+    """The campaign's live posts must still make sense: their phase exists, and every {days_until:NAME} they
+    use still names a date (CampaignError otherwise, naming the posts)."""
+    from bot.push_spec import SpecError, check_content
+
+    missing = [p for p in posts if p.phase is not None and p.phase not in plan.phases]
+    if missing:
+        phase = missing[0].phase
+        ids = ", ".join(str(p.id) for p in missing if p.phase == phase)
+        raise CampaignError("phase_in_use", f"phase {phase_label(phase)} has post(s) {ids}: move them to another "
+                            "phase or detach them first", phase=phase_label(phase), posts=ids)
+    dates = {**settings.push_dates, **plan.named_dates()}
+    for post in posts:
+        try:
+            check_content(post.content, dates, campaign=True)
+        except SpecError as exc:
+            raise CampaignError("post_content", f"post {post.id} would no longer work: {exc}", id=post.id,
+                                problem=str(exc)) from None
+
+
+async def update_campaign(session: AsyncSession, campaign_id: int, fields: CampaignFields, *, now: datetime,
+                          settings: CampaignSettings) -> CampaignEdit:
+    """Change a live campaign's definition (name, title, timezone, targets, key date, phases, dates, owner,
+    ops users, reminders), keeping what hangs on it consistent:
+    - its runs, deliveries and figures stay as they are (a run fired within its phase keeps going);
+    - its posts that took the campaign's targets (or timezone) take the new ones; a phase that still has
+      posts, or a date a post's content names, cannot be dropped (CampaignError, naming the posts);
+    - milestone reminders are re-planned (`replan_reminders`): sent ones are never sent again.
+    The same definition changes nothing (no `updated_at`, CampaignEdit.changed empty)."""
+    from storage import push as push_store
+
+    fields = fields.normalized()
+    fields.check()
+    campaign = await get_campaign(session, campaign_id)
+    if campaign is None:
+        raise CampaignError("not_found", f"no live campaign {campaign_id}", name=str(campaign_id))
+    old = await load_plan(session, campaign)
+    before = await fields_of(session, old)
+    if before == fields:
+        return CampaignEdit(campaign, [])
+    await _name_free(session, fields.name, campaign_id)
+    posts = await posts_of(session, campaign_id, include_removed=False)
+    check_posts_fit(plan_from_fields(fields, campaign_id=campaign_id, created_at=campaign.created_at), posts, settings)
+    changed = _differences(before, fields)
+    await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**_columns(fields), updated_at=now))
+    await _write_parts(session, campaign_id, fields)
+    fresh = await get_campaign(session, campaign_id)
+    assert fresh is not None
+    new = await load_plan(session, fresh)
+
+    followed: list[int] = []
+    for post in posts:
+        post_groups = tuple(sorted(g.id for g in await push_store.listed_groups(session, post.id)))  # type: ignore[misc]
+        same_targets = (post.target_kind, post.target_tag, post.target_channel) == (
+            before.target_kind, before.target_tag, before.target_channel) and (
+            post.target_kind != GROUPS or post_groups == before.group_ids)
+        follows = {}
+        if "targets" in changed and same_targets:
+            follows = {"target_kind": fields.target_kind, "target_tag": fields.target_tag,
+                       "target_channel": fields.target_channel, "group_ids": fields.group_ids}
+        timezone = fields.timezone if "timezone" in changed and post.timezone == before.timezone else post.timezone
+        if not follows and timezone == post.timezone:
+            continue
+        targets = follows or {"target_kind": post.target_kind, "target_tag": post.target_tag,
+                              "target_channel": post.target_channel, "group_ids": post_groups}
+        await push_store.update_post(session, post.id, push_store.PostFields(
+            schedule=post.schedule, schedule_text=post.schedule_text, timezone=timezone, content=post.content,
+            kind=post.kind, payload=post.payload_data, name=post.name, **targets), now)
+        followed.append(post.id)
+    notes = await replan_reminders(session, old, new, settings, now)
+    return CampaignEdit(fresh, changed, followed, notes)
+
+
+async def upsert_config_campaign(session: AsyncSession, fields: CampaignFields, *, now: datetime,
+                                 settings: CampaignSettings) -> tuple[CampaignEdit, str]:
+    """A campaign declared in the config file, by name: "created", "updated" or "unchanged". Every process
+    does this at start; the same declaration changes nothing. A live campaign of that name made elsewhere is
+    taken over (the file decides from then on)."""
+    found = await session.execute(select(Campaign).where(Campaign.name == fields.name.strip(),
+                                                         Campaign.removed_at.is_(None)).with_for_update())  # type: ignore[union-attr]
+    campaign = found.scalar_one_or_none()
+    if campaign is None:
+        made = await create_campaign(session, fields, created_by=CONFIG_MAKER, now=now)
+        return CampaignEdit(made, ["created"]), "created"
+    assert campaign.id is not None
+    edit = await update_campaign(session, campaign.id, fields, now=now, settings=settings)
+    if campaign.created_by != CONFIG_MAKER:
+        await session.execute(update(Campaign).where(Campaign.id == campaign.id).values(created_by=CONFIG_MAKER,
+                                                                                        updated_at=now))
+        edit.changed.append("taken over by the config file")
+    return edit, "updated" if edit.changed else "unchanged"
+
+
+async def remove_config_campaigns_except(session: AsyncSession, names: set[str], now: datetime) -> list[tuple[Campaign, list[int]]]:
+    """Campaigns from the config file that it no longer declares are removed, with their posts (history
+    stays); each with the posts removed."""
+    rows = await session.execute(select(Campaign).where(Campaign.created_by == CONFIG_MAKER,
+                                                        Campaign.removed_at.is_(None)))  # type: ignore[union-attr]
+    gone = []
+    for campaign in [c for c in rows.scalars() if c.name not in names]:
+        gone.append((campaign, await remove_campaign(session, campaign.id, now)))  # type: ignore[arg-type]
+    return gone
 
 
 async def get_campaign(session: AsyncSession, ref: int | str, *, include_removed: bool = False) -> Campaign | None:
@@ -532,6 +766,71 @@ async def post_targets(session: AsyncSession, campaign: Campaign) -> dict[str, A
     groups = await listed_groups(session, campaign.id) if campaign.target_kind == GROUPS else []  # type: ignore[arg-type]
     return {"target_kind": campaign.target_kind, "target_tag": campaign.target_tag,
             "target_channel": campaign.target_channel, "group_ids": tuple(g.id for g in groups)}
+
+
+def check_phase(plan: Plan, phase: str | None) -> None:
+    """A post may join `phase` of the campaign (None: all its days); CampaignError "no_phase" otherwise."""
+    if phase is not None and phase not in plan.phases:
+        have = ", ".join(phase_label(p) for p in plan.phases)
+        raise CampaignError("no_phase", f"campaign {plan.campaign.name} has no {phase_label(phase)} phase "
+                            f"(its phases: {have})", campaign=plan.campaign.title, phase=phase_label(phase),
+                            have="、".join(phase_label(p) for p in plan.phases))
+
+
+async def _live_post(session: AsyncSession, post_id: int) -> Any:
+    from storage import push as push_store
+
+    post = await push_store.get_post(session, post_id)
+    if post is None:
+        raise CampaignError("post_not_found", f"no live post {post_id}", id=post_id)
+    return post
+
+
+async def attach_post(session: AsyncSession, campaign_id: int, post_id: int, phase: str | None, *,
+                      now: datetime) -> tuple[Any, bool]:
+    """Make a post one of the campaign's, in `phase` (None: on every day of the campaign), or move it to
+    another phase of it: from then on it fires only on those days and may use the countdown variables.
+    Runs it already had stay. (post, whether anything changed); CampaignError if the campaign or post is
+    gone, the campaign lacks the phase, or the post belongs to another campaign (detach it there first)."""
+    from storage.push import PushPost
+
+    campaign = await get_campaign(session, campaign_id)
+    if campaign is None:
+        raise CampaignError("not_found", f"no live campaign {campaign_id}", name=str(campaign_id))
+    check_phase(await load_plan(session, campaign), phase)
+    post = await _live_post(session, post_id)
+    if post.campaign_id is not None and post.campaign_id != campaign_id:
+        other = await session.get(Campaign, post.campaign_id)
+        raise CampaignError("post_taken", f"post {post_id} belongs to campaign {other.name if other else post.campaign_id}: "
+                            "detach it there first", id=post_id, campaign=other.title if other else str(post.campaign_id))
+    if (post.campaign_id, post.phase) == (campaign_id, phase):
+        return post, False
+    await session.execute(update(PushPost).where(PushPost.id == post_id).values(
+        campaign_id=campaign_id, phase=phase, updated_at=now, revision=PushPost.revision + 1))
+    return await _live_post(session, post_id), True
+
+
+async def detach_post(session: AsyncSession, post_id: int, *, now: datetime, settings: CampaignSettings,
+                      campaign_id: int | None = None) -> tuple[Any, bool]:
+    """Take a post out of its campaign: it fires on every day of its schedule again. Refused while its content
+    uses the campaign's variables ({campaign}, {days_left}, its dates): they would mean nothing outside it.
+    With `campaign_id`, only a post of that campaign. (post, whether anything changed)."""
+    from bot.push_spec import SpecError, check_content
+    from storage.push import PushPost
+
+    post = await _live_post(session, post_id)
+    if post.campaign_id is None:
+        return post, False
+    if campaign_id is not None and post.campaign_id != campaign_id:
+        raise CampaignError("post_not_in", f"post {post_id} is not in campaign {campaign_id}", id=post_id)
+    try:
+        check_content(post.content, settings.push_dates)
+    except SpecError as exc:
+        raise CampaignError("post_uses_campaign", f"post {post_id} uses the campaign's variables ({exc}): change "
+                            "its content first", id=post_id) from None
+    await session.execute(update(PushPost).where(PushPost.id == post_id).values(
+        campaign_id=None, phase=None, updated_at=now, revision=PushPost.revision + 1))
+    return await _live_post(session, post_id), True
 
 
 async def fires_within(session: AsyncSession, campaign_id: int, phase: str | None, at: datetime) -> bool:
@@ -666,6 +965,70 @@ async def record_reminders(session: AsyncSession, plan: Plan, due: list[Mileston
         if made_id is not None:
             made.append(made_id)
     return made
+
+
+async def replan_reminders(session: AsyncSession, old: Plan, new: Plan, settings: CampaignSettings,
+                           now: datetime) -> list[str]:
+    """After an edit, make the campaign's reminder rows agree with its milestones now; what was done, for the
+    audit log. Sent (or sending) reminders are never touched, so nothing is sent twice. A milestone that
+    moved to a later time loses its unsent row (the reminder job records it again when it is due); one
+    that is gone is skipped if still pending; pending ones follow a new reminder target. A milestone the
+    edit made due already (a phase moved into the past) is recorded as skipped: ops made that change
+    knowingly, and a reminder of it now would be stale."""
+    def keyed(plan: Plan) -> dict[str, Milestone]:
+        days = reminder_days(plan.campaign, settings.reminder_days_before)
+        return {m.key: m for m in milestones(plan, at=settings.reminder_time, days_before=days)}
+
+    before, after = keyed(old), keyed(new)
+    route = reminder_route(new.campaign, settings.reminder_target)
+    notes: list[str] = []
+
+    def local(at: datetime) -> str:
+        return f"{at.astimezone(new.zone):%Y-%m-%d %H:%M}"
+
+    rows = await reminders_of(session, new.id)
+    kept: set[str] = set()
+    for row in rows:
+        kept.add(row.milestone)
+        if row.status in (SENT, SENDING):
+            continue
+        milestone = after.get(row.milestone)
+        if milestone is None:
+            if row.status == PENDING:
+                await session.execute(update(CampaignReminder).where(CampaignReminder.id == row.id).values(
+                    status=SKIPPED, reason="no longer a milestone of the campaign (edited)", updated_at=now))
+                notes.append(f"{row.milestone} dropped")
+            continue
+        if milestone.due_at != row.due_at:
+            if milestone.due_at > now:
+                await session.execute(delete(CampaignReminder).where(CampaignReminder.id == row.id))
+                kept.discard(row.milestone)
+                notes.append(f"{row.milestone} re-planned for {local(milestone.due_at)}")
+            elif row.status == PENDING:
+                await session.execute(update(CampaignReminder).where(CampaignReminder.id == row.id).values(
+                    due_at=milestone.due_at, updated_at=now))
+            continue
+        if row.status == PENDING and (row.channel, row.target) != (route.channel, route.target):
+            values: dict[str, Any] = ({"status": SKIPPED, "reason": route.problem} if route.problem else
+                                      {"channel": route.channel, "target": route.target, "next_attempt_at": now})
+            await session.execute(update(CampaignReminder).where(CampaignReminder.id == row.id,
+                                                                 CampaignReminder.status == PENDING)
+                                  .values(updated_at=now, **values))
+            notes.append(f"{row.milestone} now goes to {route.channel}:{route.target}" if not route.problem
+                         else f"{row.milestone} skipped: {route.problem}")
+    first_day = new.local_day(new.campaign.created_at)
+    for key, milestone in after.items():
+        if milestone.due_at > now or key in kept or new.local_day(milestone.due_at) < first_day:
+            continue
+        if key in before and before[key].due_at <= now:
+            continue  # due before the edit too: the reminder job records it as usual
+        await session.execute(insert_for(session, CampaignReminder).values(
+            campaign_id=new.id, milestone=key, due_at=milestone.due_at, channel=route.channel, target=route.target,
+            status=SKIPPED, attempts=0, next_attempt_at=now, created_at=now, updated_at=now,
+            reason=f"already past when the campaign was edited ({local(now)})").on_conflict_do_nothing(
+            index_elements=["campaign_id", "milestone"]))
+        notes.append(f"{key} ({local(milestone.due_at)}) already past: not reminded")
+    return notes
 
 
 def _hours(seconds: float) -> str:

@@ -166,6 +166,117 @@ async def set_disabled(session: AsyncSession, user_id: int, disabled: bool) -> N
         await session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
 
 
+async def live_session_counts(session: AsyncSession, now: datetime | None = None) -> dict[int, int]:
+    """{user id: sessions not expired yet} (an idle one counts until it expires or is purged)."""
+    rows = await session.execute(select(ConsoleSession.user_id, func.count()).where(
+        ConsoleSession.expires_at > (now or utcnow())).group_by(ConsoleSession.user_id))  # type: ignore[arg-type,operator]
+    return {int(user_id): int(n) for user_id, n in rows.all()}
+
+
+# -- account changes: what `qunbot console …` and the console's 账号管理 page both call -------------------
+
+
+class AccountProblem(ValueError):
+    """A refused account change: `code` picks the console's text (console.error.<code>), the message is the
+    CLI's (English)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_username(name: str) -> str:
+    """The login name as stored (trimmed, lower case); AccountProblem unless 1 to 64 characters without spaces."""
+    normalized = normalize_username(name)
+    if not normalized or len(name.strip()) > 64 or any(c.isspace() for c in normalized):
+        raise AccountProblem("bad_username", "the name must be 1 to 64 characters without spaces")
+    return normalized
+
+
+def check_access(role: str, group_count: int) -> None:
+    """A role and its groups: a group admin needs at least one group, the ops roles see every group."""
+    if role not in ROLES:
+        raise AccountProblem("bad_role", f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    if role == GROUP_ADMIN and not group_count:
+        raise AccountProblem("groups_needed", "a group_admin needs at least one group")
+    if role != GROUP_ADMIN and group_count:
+        raise AccountProblem("groups_not_allowed", f"groups are only for group_admin accounts; a {role} sees every group")
+
+
+async def add_user(session: AsyncSession, *, username: str, password_hash: str, role: str,
+                   group_ids: Sequence[int] = ()) -> ConsoleUser:
+    """A new account, checked (name, role and groups); AccountProblem("name_taken") if the name is in use."""
+    name = check_username(username)
+    check_access(role, len(set(group_ids)))
+    user = await create_user(session, username=name, password_hash=password_hash, role=role, group_ids=group_ids)
+    if user is None:
+        raise AccountProblem("name_taken", f"a console user {name!r} exists already")
+    return user
+
+
+async def _lock_for_change(session: AsyncSession, user_id: int) -> tuple[ConsoleUser, list[ConsoleUser]]:
+    """The account and every ops admin, their rows locked in id order (PostgreSQL; a SQLite write transaction
+    is exclusive anyway), so two changes that could each leave no admin run one after the other."""
+    rows = (await session.execute(
+        select(ConsoleUser).where(or_(ConsoleUser.role == OPS_ADMIN, ConsoleUser.id == user_id))
+        .order_by(ConsoleUser.id).with_for_update().execution_options(populate_existing=True))).scalars().all()
+    user = next((u for u in rows if u.id == user_id), None)
+    if user is None:
+        raise AccountProblem("no_user", f"no console user with id {user_id}")
+    return user, [u for u in rows if u.role == OPS_ADMIN]
+
+
+def _keep_an_admin(user: ConsoleUser, admins: list[ConsoleUser], what: str) -> None:
+    if user.role == OPS_ADMIN and not user.disabled and not any(a.id != user.id and not a.disabled for a in admins):
+        raise AccountProblem("last_admin", f"{user.username} is the last active ops_admin: {what} would leave "
+                                           "nobody to manage the console; make or enable another ops_admin first")
+
+
+async def change_role(session: AsyncSession, user_id: int, role: str, group_ids: Sequence[int] = ()) -> str:
+    """Give the account another role (and a group admin their groups); the previous role. The last active
+    ops admin keeps theirs (AccountProblem("last_admin"))."""
+    check_access(role, len(set(group_ids)))
+    user, admins = await _lock_for_change(session, user_id)
+    old = user.role
+    if role != OPS_ADMIN:
+        _keep_an_admin(user, admins, f"making them {role}")
+    await session.execute(update(ConsoleUser).where(ConsoleUser.id == user_id).values(role=role))  # type: ignore[arg-type]
+    await set_user_groups(session, user_id, group_ids if role == GROUP_ADMIN else ())
+    return old
+
+
+async def change_groups(session: AsyncSession, user_id: int, group_ids: Sequence[int]) -> None:
+    """Replace a group admin's groups (at least one)."""
+    user = await session.get(ConsoleUser, user_id)
+    if user is None:
+        raise AccountProblem("no_user", f"no console user with id {user_id}")
+    if user.role != GROUP_ADMIN:
+        raise AccountProblem("not_group_admin", f"{user.username} is a {user.role}, who sees every group; "
+                                                "groups are only for group_admin accounts")
+    check_access(user.role, len(set(group_ids)))
+    await set_user_groups(session, user_id, group_ids)
+
+
+async def change_disabled(session: AsyncSession, user_id: int, disabled: bool) -> bool:
+    """Disable an account (ending its sessions) or enable it again; whether it changed. The last active ops
+    admin cannot be disabled (AccountProblem("last_admin"))."""
+    user, admins = await _lock_for_change(session, user_id)
+    if disabled:
+        _keep_an_admin(user, admins, "disabling them")
+    changed = user.disabled != disabled
+    await set_disabled(session, user_id, disabled)
+    return changed
+
+
+async def missing_groups(session: AsyncSession, group_ids: Sequence[int]) -> list[int]:
+    """Those of the ids that name no group."""
+    wanted = set(group_ids)
+    if not wanted:
+        return []
+    found = set((await session.execute(select(Group.id).where(Group.id.in_(wanted)))).scalars())  # type: ignore[union-attr]
+    return sorted(wanted - found)
+
+
 async def account(session: AsyncSession, user: ConsoleUser) -> Account:
     group_ids: frozenset[int] | None = None
     if user.role == GROUP_ADMIN:

@@ -525,6 +525,18 @@ async def redraw(session: AsyncSession, lottery: Lottery, *, prize_name: str, me
     return winner
 
 
+async def redraw_winner(session: AsyncSession, lottery: Lottery, *, prize_name: str, who: str, actor: str,
+                        reason: str, now: datetime, event_id: int | None = None) -> LotteryWinner:
+    """A redraw with the winner named as people write it ("@小红", "小红" or the user id): what 抽奖 重抽,
+    `qunbot lottery redraw` and the console's redraw all call. LotteryError("not_a_winner") for a name
+    that did not enter; otherwise as `redraw`."""
+    member = await find_entrant(session, lottery.id, who)  # type: ignore[arg-type]
+    if member is None:
+        raise LotteryError("not_a_winner", f"{who!r} did not enter lottery {lottery.id}")
+    return await redraw(session, lottery, prize_name=prize_name, member_id=member.id, actor=actor,  # type: ignore[arg-type]
+                        reason=reason, now=now, event_id=event_id)
+
+
 # -- results and proof -------------------------------------------------------------------------------
 
 

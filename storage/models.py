@@ -37,6 +37,7 @@ from storage.robot import RobotChat, RobotReply, RobotSendSlot
 from storage.smartbot import SmartbotReply
 from storage.smartbot_ws import SmartbotWsLease, SmartbotWsOutbox
 from storage.transcript import TranscriptMessage
+from storage.wecom_push import WeComGroupMsgTarget, WeComGroupMsgTask, WeComQuota
 from storage.welcome import PendingWelcome, PlatformWelcomeTemplate, WelcomeSettings
 
 metadata = SQLModel.metadata
@@ -47,5 +48,5 @@ __all__ = [
     "ConsoleUser", "ConsoleUserGroup", "FaqCooldown", "FaqDailyCount", "FaqEntry", "FaqGroupSettings",
     "FaqRevision", "FaqUnanswered", "GatewayOutbox", "Group", "GroupAdmin", "InboxMessage", "Lease", "Lottery", "LotteryEntry", "LotteryPrize", "LotteryRound", "LotteryWinner", "Member", "MemberActivity", "Membership",
     "OfficialAccountReply", "PendingWelcome", "PlatformWelcomeTemplate", "PointsEntry", "PushDailyCount", "PushDelivery", "PushGroupSettings", "PushGroupTag", "PushPost",
-    "PushPostGroup", "PushRun", "PushWorker", "RobotChat", "RobotReply", "RobotSendSlot", "SmartbotReply", "SmartbotWsLease", "SmartbotWsOutbox", "TranscriptMessage", "WelcomeSettings", "metadata",
+    "PushPostGroup", "PushRun", "PushWorker", "RobotChat", "RobotReply", "RobotSendSlot", "SmartbotReply", "SmartbotWsLease", "SmartbotWsOutbox", "TranscriptMessage", "WeComGroupMsgTarget", "WeComGroupMsgTask", "WeComQuota", "WelcomeSettings", "metadata",
 ]

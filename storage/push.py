@@ -57,9 +57,10 @@ CONFIG, CLI, CHAT, CONSOLE = "config", "cli", "chat", "console"
 GROUPS, TAG, ALL = "groups", "tag", "all"
 # Run states.
 RUN_SCHEDULED, RUN_SKIPPED = "scheduled", "skipped"
-# Delivery states.
-PENDING, SENDING, SENT, FAILED, SKIPPED = "pending", "sending", "sent", "failed", "skipped"
-DELIVERY_STATES = (PENDING, SENDING, SENT, FAILED, SKIPPED)
+# Delivery states. "awaiting": handed to a door whose posts a person confirms (WeCom customer groups: an
+# add_msg_template task the group owner sends); the door records sent or failed (storage.wecom_push).
+PENDING, SENDING, SENT, FAILED, SKIPPED, AWAITING = "pending", "sending", "sent", "failed", "skipped", "awaiting"
+DELIVERY_STATES = (PENDING, SENDING, SENT, FAILED, SKIPPED, AWAITING)
 
 
 class PushPost(SQLModel, table=True):
@@ -172,7 +173,7 @@ class PushDelivery(SQLModel, table=True):
         # The claim: due rows of the doors a process has.
         Index("ix_push_deliveries_claim", "channel", "status", "next_attempt_at"),
         Index("ix_push_deliveries_group_id", "group_id"),
-        CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped')", name="status"),
+        CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed', 'skipped', 'awaiting')", name="status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

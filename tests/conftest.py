@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,6 +42,20 @@ def _run(coro_fn: Any) -> Any:
         return pool.submit(lambda: asyncio.run(coro_fn())).result()
 
 
+# Test files that run several real bot processes and assert how fast they take over or how their timers fire:
+# under pytest-xdist (./test.sh: -n auto --dist loadgroup) they share one group, so they run one after the
+# other on one worker (first: the biggest group is scheduled first) while the other workers run the rest.
+SERIAL_GROUP = "bot-processes"
+SERIAL_FILES = {"test_push_crash.py", "test_push_two_processes.py", "test_two_processes.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
+
+
 @pytest.fixture(scope="session")
 def pg_template() -> str:
     """A PostgreSQL database for this test session, migrated once (dropped at the end)."""
@@ -56,6 +71,9 @@ def pg_template() -> str:
     async def create() -> None:
         conn = await asyncpg.connect(PG_ADMIN_URL)
         await conn.execute(f'CREATE DATABASE "{name}"')
+        # Commits return without waiting for the WAL flush (only a crash of the PostgreSQL server itself could
+        # lose them, which no test does); every other session still sees a commit at once.
+        await conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
         await conn.close()
 
     async def drop() -> None:
@@ -70,26 +88,50 @@ def pg_template() -> str:
     _run(drop)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once per test session; each test gets a copy of the file (migrating each
+    test's own file took a third of a second or more, hundreds of times over)."""
+    import sqlite3
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "qunbot.db"
+    _run(lambda: upgrade(f"sqlite:///{path}"))
+    conn = sqlite3.connect(path)  # fold any write-ahead log into the file, so the file alone is the database
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path
+
+
 async def _truncate_pg(url: str) -> None:
+    """Empty every table and restart every sequence, as a fresh database has them.
+
+    DELETE, children before parents, in one round trip: on tables this small it takes milliseconds where
+    TRUNCATE (new files for every table and index) took most of a second per test."""
     import asyncpg
 
     from storage.models import metadata
 
+    deletes = "".join(f'DELETE FROM "{table.name}";' for table in reversed(metadata.sorted_tables))
+    restart = ("SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false) "
+               "FROM pg_sequences WHERE schemaname = current_schema();")
     conn = await asyncpg.connect(url)
     try:
-        tables = ", ".join(f'"{t}"' for t in metadata.tables)
-        await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        async with conn.transaction():
+            await conn.execute(deletes + restart)
     finally:
         await conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A migrated, empty database: a fresh SQLite file, or the session's PostgreSQL database truncated."""
+    """A migrated, empty database: a fresh SQLite file (a copy of the session's migrated one), or the session's
+    PostgreSQL database emptied."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'qunbot.db'}"
-        await upgrade(url)
-        yield url
+        path = tmp_path / "qunbot.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
     else:
         url = request.getfixturevalue("pg_template")
         await _truncate_pg(url)

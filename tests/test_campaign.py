@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time as systime
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,10 +23,10 @@ import pytest_asyncio
 from sqlalchemy import select, update
 
 from bot.channels.base import PostFailed
-from bot.config import ConfigError
+from bot.config import ConfigError, load_config
 from bot.events import Reply
 from bot.push_spec import parse_schedule
-from scheduler.campaign import run_reminders
+from scheduler.campaign import run_reminders, settings_of
 from scheduler.lottery import run_due_draws
 from scheduler.push import PushService
 from storage import campaign as store
@@ -39,7 +41,7 @@ from storage.lottery import Lottery, PrizeSpec
 from tests.conftest import make_config
 from tests.fakes.wecom_server import FakeWeCom
 from tests.test_lottery import cli, say
-from tests.test_push import FakeDoor, config_in, group_row, push_of, quiet_off, runs, transcript
+from tests.test_push import FakeDoor, config_in, fresh_post, group_row, push_of, quiet_off, runs, transcript
 from tests.wecom_helpers import CORP_ID, wecom_env
 
 SHANGHAI = "Asia/Shanghai"
@@ -541,3 +543,300 @@ async def test_the_chat_command_needs_a_group(bot):
     event = TextMessage("simulator", "k1", None, datetime.now(UTC), sender=owner, text="活动")
     ctx = await bot.runtime.dispatcher.dispatch(event, bot.runtime.channels["simulator"])
     assert [r.text for r in ctx.replies] in (["活动只能在群里查看。"], ["抱歉，「活动」只有群管理员可以使用哦。"])
+
+
+# -- editing: one set of domain functions ----------------------------------------------------------------
+
+
+async def test_editing_a_campaign_keeps_posts_runs_and_reminders_consistent(db_url, bot_factory):
+    bot = await bot_factory(make_config(db_url, campaign={"reminder_days_before": "[3]"}))
+    spied = spy_posts(bot)
+    g1, g2 = await group_row(bot, "g1"), await group_row(bot, "g2")
+    plan = await make_campaign(bot, groups=[g1], phases={WARMUP: (may(1), may(3)), BURST: (may(4), may(5))},
+                               dates={"直播": may(4)}, reminder_target="simulator:ops", ops_users=("zhangsan",))
+    burst = await campaign_post(bot, plan, BURST, "每天 20:00", "距开售还有 {days_left} 天")
+    live = await campaign_post(bot, plan, WARMUP, "每天 09:00", "直播倒计时 {days_until:直播}")
+    async with bot.runtime.db.session() as session:  # a post of its own, into g2 only: it keeps its targets
+        own = await push_store.create_post(session, push_store.PostFields(
+            schedule=parse_schedule("每天 12:00", tz=SHANGHAI, now=BEFORE), schedule_text="每天 12:00", timezone=SHANGHAI,
+            target_kind=push_store.GROUPS, group_ids=(g2.id,), content="午安", campaign_id=plan.id),  # type: ignore[arg-type]
+            source=push_store.CLI, created_by="test", now=BEFORE)
+    settings = settings_of(bot.runtime.config)
+
+    async def edit(now: datetime, **changes: Any) -> store.CampaignEdit:
+        async with bot.runtime.db.session() as session:
+            current = await store.fields_of(session, await store.plan_of(session, plan.id))  # type: ignore[arg-type]
+            return await store.update_campaign(session, plan.id, replace(current, **changes), now=now, settings=settings)
+
+    # 1 May: the warm-up reminder goes out. Then ops send reminders to a robot group no process here has:
+    # the next one (3 days before the key date, 2 May) waits, pending.
+    assert await run_reminders(bot.runtime, "p", at_shanghai(1, 10)) == 1
+    noop = await edit(at_shanghai(1, 11))
+    assert noop.changed == [] and noop.detail.endswith("no change")
+    assert (await edit(at_shanghai(1, 12), reminder_target="robot:ops")).changed == ["reminder target"]
+    await run_reminders(bot.runtime, "p", at_shanghai(2, 10))
+    got = await reminders(bot)
+    assert got["phase:warmup"][0] == store.SENT and got["before:3"][0] == store.PENDING
+
+    # 2 May: the launch moves to 7 May, the burst with it; the warm-up now started in April; g2 joins; and the
+    # reminders come back to the ops group.
+    moved = await edit(at_shanghai(2, 12), key_date=may(7), phases={WARMUP: (date(2030, 4, 29), may(3)),
+                                                                    BURST: (may(6), may(7))},
+                       group_ids=(g1.id, g2.id), reminder_target="simulator:ops")
+    assert moved.changed == ["targets", "key date", "phases", "reminder target"]
+    assert moved.posts_followed == [burst.id, live.id]  # they had the campaign's groups; `own` had its own
+    assert moved.reminders == ["before:3 re-planned for 2030-05-04 10:00"]
+    async with bot.runtime.db.session() as session:
+        targets = {p.id: sorted(g.external_id for g in await push_store.listed_groups(session, p.id))
+                   for p in (burst, live, own)}
+    assert targets == {burst.id: ["g1", "g2"], live.id: ["g1", "g2"], own.id: ["g2"]}
+    got = await reminders(bot)
+    assert got["phase:warmup"][0] == store.SENT and "before:3" not in got  # sent stays sent, even moved
+    assert await run_reminders(bot.runtime, "p", at_shanghai(2, 12, 1)) == 0
+    assert await run_reminders(bot.runtime, "p", at_shanghai(4, 10)) == 1  # the re-planned one, once
+    assert [r.text.splitlines()[0] for _, r in spied] == [
+        "📣 活动「五月大促」今天进入【预热】阶段（5月1日至5月3日）。", "⏳ 活动「五月大促」：距开售（5月7日）还有 3 天。"]
+
+    # 4 May: the burst is brought forward to 3 May — already past: recorded as skipped, never sent late.
+    earlier = await edit(at_shanghai(4, 12), phases={WARMUP: (may(1), may(2)), BURST: (may(3), may(7))})
+    assert earlier.reminders == ["phase:burst (2030-05-03 10:00) already past: not reminded"]
+    assert await run_reminders(bot.runtime, "p", at_shanghai(4, 12, 1)) == 0
+    status, attempts, reason = (await reminders(bot))["phase:burst"]
+    assert (status, attempts) == (store.SKIPPED, 0) and reason.startswith("already past when the campaign was edited")
+    assert len(spied) == 2
+
+    # The burst post fires on the burst's days as they are now (3 May, found too late: missed; 4 May), where
+    # before the edits it would have waited for 6 May.
+    await push_of(bot).fire(burst.id, now=at_shanghai(4, 20))
+    assert [(r.scheduled_at, r.status) for r in await runs(bot, burst.id)] == [
+        (at_shanghai(3, 20), push_store.RUN_SKIPPED), (at_shanghai(4, 20), push_store.RUN_SCHEDULED)]
+
+    # What would break a post is refused, naming it; nothing changes.
+    with pytest.raises(store.CampaignError, match=rf"phase 爆发 has post\(s\) {burst.id}") as refused:
+        await edit(at_shanghai(4, 13), phases={WARMUP: (may(1), may(2))})
+    assert refused.value.key == "phase_in_use"
+    with pytest.raises(store.CampaignError, match=f"post {live.id} would no longer work"):
+        await edit(at_shanghai(4, 13), dates={})
+    await make_campaign(bot, groups=[g1], phases={BURST: (may(4), may(5))}, name="other")
+    with pytest.raises(store.CampaignError, match="already named 'other'"):
+        await edit(at_shanghai(4, 13), name="other")
+
+    # A new timezone: posts that had the campaign's follow it (their schedules count from the edit).
+    zoned = await edit(at_shanghai(4, 14), timezone="Asia/Tokyo")
+    assert zoned.posts_followed == [burst.id, live.id, own.id]
+    assert (await fresh_post(bot, burst.id)).timezone == "Asia/Tokyo"
+    assert (await fresh_post(bot, burst.id)).covered_until >= at_shanghai(4, 14)
+
+
+async def test_posts_join_and_leave_a_campaign_and_the_cli_edits_it_with_everything_audited(
+        db_url, bot, monkeypatch, capsys):
+    async def run(*args: str) -> tuple[int, str, str]:
+        return await cli(monkeypatch, capsys, db_url, *args)
+
+    today = datetime.now(UTC).astimezone(ZoneInfo(SHANGHAI)).date()
+
+    def day(n: int) -> str:
+        return (today + timedelta(days=n)).isoformat()
+
+    code, _, err = await run("campaign", "add", "--name", "d11", "--title", "双十一", "--group", "g1",
+                             "--key-date", day(20), "--key-name", "开售", "--phase", f"预热={day(10)}..{day(14)}",
+                             "--phase", f"爆发={day(15)}..{day(20)}")
+    assert code == 0, err
+    code, out, err = await run("push", "add", "--name", "eve", "--group", "g1", "--schedule", "每天 20:00",
+                               "--text", "晚上好")
+    assert code == 0, err
+
+    # Attach: the post fires only on the burst's days; the preview says so.
+    code, out, err = await run("campaign", "attach", "d11", "eve", "--phase", "爆发")
+    assert code == 0, err
+    assert out.strip() == f"post 1 in campaign 1 d11, phase 爆发: fires only from {day(15)} to {day(20)} (Asia/Shanghai)"
+    code, out, _ = await run("push", "preview", "eve")
+    assert "next runs of post 1" in out and f"  {day(15)} 20:00 Asia/Shanghai" in out
+    code, _, err = await run("campaign", "attach", "d11", "eve", "--phase", "长尾")
+    assert code == 2 and "campaign d11 has no 长尾 phase (its phases: 预热, 爆发)" in err
+
+    # Edit: the burst starts two days earlier; the post's next run follows. Mistakes are explained.
+    code, out, err = await run("campaign", "edit", "d11", "--phase", f"爆发={day(13)}..{day(20)}")
+    assert code == 2 and "phase 爆发 must start after 预热 ends" in err
+    code, out, err = await run("campaign", "edit", "d11", "--phase", f"预热={day(10)}..{day(12)}", "--phase",
+                               f"爆发={day(13)}..{day(20)}", "--title", "双十一大促", "--remind-days", "2")
+    assert code == 0, err
+    assert out.splitlines() == ["campaign 1 d11 edited: title, phases, reminder days",
+                                f"phases: 预热 {day(10)}..{day(12)}; 爆发 {day(13)}..{day(20)}"]
+    code, out, _ = await run("campaign", "show", "d11")
+    assert f"next {day(13)} 12:00 UTC" in out and "days before: 2;" not in out
+    code, out, err = await run("campaign", "edit", "d11", "--drop-phase", "爆发")
+    assert code == 2 and "phase 爆发 has post(s) 1" in err
+    code, out, err = await run("campaign", "edit", "d11", "--drop-phase", "长尾")
+    assert code == 2 and "has no 长尾 phase" in err
+    code, out, err = await run("campaign", "edit", "d11", "--remind-days", "default", "--key-name", "发售")
+    assert code == 0 and out.startswith("campaign 1 d11 edited: key name, reminder days"), err
+
+    # A post using the countdown can't leave the campaign until its content stops using it.
+    code, out, err = await run("push", "add", "--campaign", "d11", "--phase", "爆发", "--schedule", "每天 9:00",
+                               "--text", "距发售 {days_left} 天")
+    assert code == 0, err
+    code, _, err = await run("campaign", "detach", "d11", "2")
+    assert code == 2 and "post 2 uses the campaign's variables" in err
+    code, out, err = await run("campaign", "detach", "d11", "eve")
+    assert code == 0 and out.strip() == "post 1 taken out of campaign 1 d11", err
+    code, out, _ = await run("push", "preview", "eve")
+    next_run = out.splitlines()[1]  # every evening again, from today or tomorrow
+    assert next_run.startswith((f"  {day(0)} 20:00", f"  {day(1)} 20:00")), next_run
+
+    async with bot.runtime.db.session() as session:
+        audit = [(a.source, a.command, a.result) for a in
+                 (await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars()]
+    assert [a for a in audit if a[1].startswith("campaign ")] == [
+        ("cli", "campaign add", "ok"), ("cli", "campaign attach", "ok"), ("cli", "campaign attach", "usage"),
+        ("cli", "campaign edit", "usage"), ("cli", "campaign edit", "ok"), ("cli", "campaign edit", "usage"),
+        ("cli", "campaign edit", "usage"), ("cli", "campaign edit", "ok"), ("cli", "campaign detach", "usage"),
+        ("cli", "campaign detach", "ok")]
+
+
+def _config_file(tmp_path: Path, campaigns: str, posts: str = "") -> Path:
+    path = tmp_path / "qunbot.toml"
+    path.write_text(campaigns + "\n" + posts, encoding="utf-8")
+    return path
+
+
+async def test_campaigns_in_the_config_file_are_upserted_by_name_at_start_up(db_url, bot_factory, tmp_path,
+                                                                             monkeypatch, capsys):
+    today = datetime.now(UTC).astimezone(ZoneInfo(SHANGHAI)).date()
+    first, last = today + timedelta(days=5), today + timedelta(days=9)
+    campaign = f'''
+[[campaigns]]
+name = "d11"
+title = "双十一大促"
+key_date = {last.isoformat()}
+key_name = "开售"
+phases = {{"预热" = "{first.isoformat()}..{(first + timedelta(days=1)).isoformat()}", burst = "{(first + timedelta(days=2)).isoformat()}..{last.isoformat()}"}}
+dates = {{"直播" = {last.isoformat()}}}
+groups = ["simulator:g1", "g2"]
+owner = "张三"
+ops = ["zhangsan"]
+remind_to = "simulator:ops"
+'''
+    post = '''
+[[push.posts]]
+name = "countdown"
+campaign = "d11"
+phase = "爆发"
+schedule = "每天 20:00"
+content = "{campaign}：距{days_until:开售}天，直播 {days_until:直播}"
+'''
+    env = {"QUNBOT_DATABASE_URL": db_url, "QUNBOT_DATABASE_AUTO_MIGRATE": "false"}
+    config = load_config(_config_file(tmp_path, campaign, post), environ=env)
+    bot = await bot_factory(config)
+    async with bot.runtime.db.session() as session:
+        [made] = await store.list_campaigns(session)
+        plan = await store.load_plan(session, made)
+        [countdown] = await push_store.list_posts(session)
+        groups = [g.external_id for g in await push_store.listed_groups(session, countdown.id)]  # type: ignore[arg-type]
+    assert (made.name, made.created_by, made.owner, made.ops, made.reminder_target) == (
+        "d11", store.CONFIG_MAKER, "张三", ["zhangsan"], "simulator:ops")
+    assert list(plan.phases) == [WARMUP, BURST] and plan.dates == {"直播": last}
+    # The post takes the campaign's groups and timezone, and fires only in the burst.
+    assert (countdown.campaign_id, countdown.phase, countdown.timezone, groups) == (made.id, BURST, SHANGHAI, ["g1", "g2"])
+
+    # The same file again (a second process, a restart): nothing changes.
+    again = await bot_factory(load_config(_config_file(tmp_path, campaign, post), environ=env))
+    async with again.runtime.db.session() as session:
+        same = await store.get_campaign(session, made.id)  # type: ignore[arg-type]
+    assert same is not None and same.updated_at == made.updated_at
+
+    # Edited elsewhere, a config campaign is refused; the file is where it changes.
+    code, _, err = await cli(monkeypatch, capsys, db_url, "campaign", "edit", "d11", "--title", "别的")
+    assert code == 2 and "declared in the config file" in err
+    changed = campaign.replace('title = "双十一大促"', 'title = "双11"')
+    third = await bot_factory(load_config(_config_file(tmp_path, changed, post), environ=env))
+    async with third.runtime.db.session() as session:
+        fresh = await store.get_campaign(session, made.id)  # type: ignore[arg-type]
+        audit = [(a.source, a.command, a.detail) for a in (await session.execute(select(AuditEntry))).scalars()]
+    assert fresh is not None and fresh.title == "双11"
+    assert ("config", "campaign created", f"campaign {made.id} d11 created from the config file") in audit
+    assert ("config", "campaign updated", f"campaign {made.id} d11 edited: title") in audit
+
+    # Dropped from the file: removed with its posts (their history stays).
+    fourth = await bot_factory(load_config(_config_file(tmp_path, ""), environ=env))
+    async with fourth.runtime.db.session() as session:
+        assert await store.list_campaigns(session) == [] and await push_store.list_posts(session) == []
+
+    # Mistakes stop the configuration, naming the key.
+    with pytest.raises(ConfigError, match=r"campaigns .*phase 爆发 must start after 预热 ends"):
+        overlapping = campaign.replace(f'burst = "{(first + timedelta(days=2)).isoformat()}',
+                                       f'burst = "{(first + timedelta(days=1)).isoformat()}')
+        load_config(_config_file(tmp_path, overlapping), environ=env)
+    with pytest.raises(ConfigError, match=r"push.posts.0.phase .*has no 长尾 phase"):
+        load_config(_config_file(tmp_path, campaign, post.replace('phase = "爆发"', 'phase = "长尾"')), environ=env)
+    with pytest.raises(ConfigError, match=r"push.posts.0.content .*'发布会'"):
+        load_config(_config_file(tmp_path, campaign, post.replace("直播}", "发布会}")), environ=env)
+    with pytest.raises(ConfigError, match="campaign names must be different"):
+        load_config(_config_file(tmp_path, campaign + campaign), environ=env)
+
+
+async def test_group_admins_put_their_posts_into_their_groups_campaigns_in_chat(db_url, bot_factory):
+    bot = await bot_factory(make_config(db_url, push={"sync_interval_seconds": 3600}))
+    now = datetime.now(UTC)
+    today = now.astimezone(ZoneInfo(SHANGHAI)).date()
+    g1 = await group_row(bot, "g1")
+    await group_row(bot, "g3")
+    await make_campaign(bot, groups=[g1], now=now, key=today + timedelta(days=6),
+                        phases={WARMUP: (today + timedelta(days=1), today + timedelta(days=2)),
+                                BURST: (today + timedelta(days=3), today + timedelta(days=6))})
+    [added] = await say(bot, "定时 添加 每天 20:00 今晚有福利", "boss", role="owner")
+    assert "定时推送已添加（编号 1）" in added["text"]
+
+    def text(replies: list[dict]) -> str:
+        [reply] = replies
+        return reply["text"]
+
+    burst_day = (today + timedelta(days=3)).isoformat()
+    attached = text(await say(bot, "定时 活动 1 may 爆发", "boss", role="owner"))
+    assert attached.startswith("📅 定时推送 1 已加入活动「五月大促」（爆发），只在 ")
+    assert attached.endswith(f"下次发送：{burst_day} 20:00")
+    listing = text(await say(bot, "定时", "boss", role="owner"))
+    assert "活动：五月大促·爆发" in listing and f"下次：{burst_day} 20:00" in listing
+    detail = text(await say(bot, "活动 may", "boss", role="owner")).splitlines()
+    assert detail[-2:] == ["⏰ 本群的活动推送：", f"【1】爆发 每天 20:00｜下次：{burst_day} 20:00｜今晚有福利"]
+
+    # Mistakes get the reason and the usage; other groups' campaigns and posts are out of reach.
+    for message, problem in (("定时 活动 1 may 长尾", "活动「五月大促」没有「长尾」阶段（它的阶段：预热、爆发）。"),
+                             ("定时 活动 1 nope", "本群没有参与「nope」这个活动"),
+                             ("定时 活动 1", "请写：定时 活动 <编号> <活动名称或编号>"),
+                             ("定时 活动 1 may 热身", "不认识阶段「热身」")):
+        reply = text(await say(bot, message, "boss", role="owner"))
+        assert reply.startswith(f"⚠️ {problem}") and "\n用法：定时 [列表]" in reply, reply
+    [other] = await say(bot, "定时 添加 每天 9:00 早", "boss3", group="g3", role="owner")
+    assert "编号 2" in other["text"]
+    assert "本群没有参与「may」这个活动" in text(await say(bot, "定时 活动 2 may", "boss3", group="g3", role="owner"))
+    assert "本群没有编号为 1 的定时推送" in text(await say(bot, "定时 活动 1 取消", "boss3", group="g3", role="owner"))
+    assert text(await say(bot, "定时 活动 1 may", "u1")) == "抱歉，「定时」只有群管理员可以使用哦。"
+
+    detached = text(await say(bot, "定时 活动 1 取消", "boss", role="owner"))
+    assert detached.startswith("定时推送 1 已退出活动「五月大促」，按原时间每天发送。下次发送：")
+    assert burst_day not in detached
+    assert text(await say(bot, "定时 活动 1 取消", "boss", role="owner")) == "定时推送 1 没有加入任何活动。"
+    async with bot.runtime.db.session() as session:
+        audit = [(a.command, a.result, a.detail) for a in
+                 (await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars()]
+    assert ("定时", "ok", "post 1 in campaign 1 may, phase burst") in audit
+    assert ("定时", "ok", "post 1 taken out of campaign 1 may") in audit
+    assert sum(1 for c, r, _ in audit if (c, r) == ("定时", "usage")) == 6
+
+
+def test_the_example_campaign_in_config_example_toml_is_valid(tmp_path):
+    text = (Path(__file__).resolve().parent.parent / "config.example.toml").read_text(encoding="utf-8")
+    head = text.split("\n[server]\n", 1)[0]
+    lines = [re.sub(r"\s+# .*$", "", line[4:]) for line in head.splitlines() if line.startswith("#   ")
+             and not line.startswith("#    ")]
+    assert lines[0] == "[[campaigns]]"
+    config = load_config(_config_file(tmp_path, "\n".join(lines)), environ={})
+    [declared] = config.campaigns
+    fields = declared.fields(config.timezone, (1, 2))
+    assert (fields.name, fields.key_name, fields.reminder_days, fields.dates) == ("d11", "开售", (7, 3, 1),
+                                                                               {"直播": date(2026, 11, 10)})
+    assert fields.phases == {WARMUP: (date(2026, 11, 1), date(2026, 11, 7)), BURST: (date(2026, 11, 8), date(2026, 11, 11)),
+                             REVIEW: (date(2026, 11, 15), date(2026, 11, 15))}
+    assert (declared.groups, declared.ops, declared.remind_to) == (["simulator:g1", "robot:vip"], ["zhangsan", "lisi"],
+                                                                   "robot:ops")

@@ -58,10 +58,10 @@ async def test_create_user_checks_role_groups_and_password(db_url, monkeypatch, 
     await bot.post_json("/api/simulator/joins", {"group": "g1", "users": [{"user": "u1", "name": "小明"}]})
     refusals = [
         (("create-user", "ops", "--role", "ops_admin"), "short", "at least 10 characters"),
-        (("create-user", "ga", "--role", "group_admin"), PASSWORD, "needs at least one --group"),
+        (("create-user", "ga", "--role", "group_admin"), PASSWORD, "needs at least one group"),
         (("create-user", "ga", "--role", "group_admin", "--group", "simulator:nope"), PASSWORD, "has not seen group 'nope'"),
         (("create-user", "ga", "--role", "group_admin", "--group", "g1"), PASSWORD, "CHANNEL:ID"),
-        (("create-user", "ops", "--role", "ops_admin", "--group", "simulator:g1"), PASSWORD, "is for group_admin accounts"),
+        (("create-user", "ops", "--role", "ops_admin", "--group", "simulator:g1"), PASSWORD, "only for group_admin accounts"),
         (("create-user", "ops", "--role", "ops_admin", "--password-env", "QUNBOT_TEST_NOT_SET"), "", "is not set"),
         (("create-user", "two words", "--role", "ops_admin"), PASSWORD, "without spaces"),
     ]
@@ -119,6 +119,14 @@ async def test_password_change_disable_and_groups_take_effect_at_once_and_are_au
         assert await cli(db_url, monkeypatch, "console", "enable-user", "ga") == 0
         assert (await c.login("ga", NEW_PASSWORD))[0] == 200
         assert await cli(db_url, monkeypatch, "console", "set-password", "nobody", stdin=NEW_PASSWORD + "\n") == 2
+        # Another role: a viewer sees every group at once (its groups are dropped); a group admin needs one.
+        assert await cli(db_url, monkeypatch, "console", "set-role", "ga", "--role", "group_admin") == 2
+        assert "needs at least one group" in capsys.readouterr().err
+        assert await cli(db_url, monkeypatch, "console", "set-role", "ga", "--role", "ops_viewer") == 0
+        status, me = await c.get("/console/api/me")
+        assert status == 200 and (me["role"], me["groups"], me["can_write"]) == ("ops_viewer", None, False)
+        assert await cli(db_url, monkeypatch, "console", "set-groups", "ga", "--group", "simulator:g1") == 2
+        assert "only for group_admin accounts" in capsys.readouterr().err
     finally:
         await c.close()
     async with bot.runtime.db.read_session() as session:
@@ -130,6 +138,7 @@ async def test_password_change_disable_and_groups_take_effect_at_once_and_are_au
         ("console set-password", "ga"),
         ("console disable-user", "ga"),
         ("console enable-user", "ga"),
+        ("console set-role", "ga role=ops_viewer"),
     ]
     assert not any(PASSWORD in f"{r.args}{r.detail}" or NEW_PASSWORD in f"{r.args}{r.detail}" for r in rows)
     assert console_store.normalize_username(" GA ") == "ga"

@@ -173,3 +173,79 @@ async def test_a_viewer_reads_only_and_a_group_admin_runs_only_their_groups_lott
     finally:
         await viewer.close()
         await ga.close()
+
+
+async def test_redraw_from_the_console_gives_the_prize_to_the_next_pick_and_the_proof_still_verifies(
+        bot, ops, db_url, monkeypatch, capsys):
+    await seed_simulator(bot)
+    gid = await group_id(bot)
+    body = lottery_body(gid, prizes=[{"name": "一等奖", "stock": 1}, {"name": "二等奖", "stock": 1}])
+    _, made = await send(ops, "POST", "/console/api/lotteries", body)
+    path = f"/console/api/lotteries/{made['id']}"
+    for user, name in (("u1", "小明"), ("u2", "小红"), ("u3", "小刚")):
+        await say(bot, "我要抽奖", user, name)
+    status, data = await send(ops, "POST", path + "/redraw", {"prize": "一等奖", "winner": "u1", "reason": "未领奖"})
+    assert (status, data["error"]) == (400, "bad_redraw") and "还没有开奖" in data["message"]
+    _, drawn = await send(ops, "POST", path + "/draw")
+    first = next(w for w in drawn["winners"] if w["prize"] == "一等奖")
+    left = ({"u1", "u2", "u3"} - {w["user"] for w in drawn["winners"]}).pop()
+
+    status, redrawn = await send(ops, "POST", path + "/redraw",
+                                 {"prize": "一等奖", "winner": first["user"], "reason": "三天未领奖"})
+    assert status == 200, redrawn
+    old = next(w for w in redrawn["winners"] if w["pick"] == first["pick"])
+    new = next(w for w in redrawn["winners"] if w["replaces_pick"] == first["pick"])
+    assert (old["forfeited"], old["forfeit_reason"]) == (True, "三天未领奖")
+    assert (new["prize"], new["slot"], new["pick"], new["user"]) == ("一等奖", 0, 2, left)
+    assert redrawn["verification"] == {"ok": True, "problems": [], "picks": 3}
+    assert redrawn["proof"]["seed"] == drawn["proof"]["seed"]
+    assert [(r["kind"], r["actor"], r["reason"], r["first_pick"]) for r in redrawn["rounds"]] == [
+        ("draw", "console:ops", "", 0), ("redraw", "console:ops", "三天未领奖", 2)]
+    # The group is told, the new winner @-mentioned; 抽奖 结果 and `qunbot lottery verify` agree.
+    _, transcript = await bot.get_json("/api/simulator/messages", group="g1", after=0)
+    [told] = [m for m in transcript["messages"] if m["from_bot"] and "重抽" in m["text"]]
+    assert f"@{new['name']}" in told["text"] and "三天未领奖" in told["text"]
+    assert "三天未领奖" in (await say(bot, f"抽奖 结果 {made['id']}", "u2", "小红"))[0]
+    code, out = await cli_verify(db_url, made["id"], monkeypatch, capsys)
+    assert code == 0 and "all 3 picks" in out
+
+    # Mistakes are named in Chinese, change nothing, and are audited; so is a second click on the same winner.
+    for change, text, field in (({"winner": first["user"]}, "不是「一等奖」的有效中奖者", "winner"),
+                                ({"prize": "特等奖"}, "没有「特等奖」这个奖品", "prize"),
+                                ({"winner": new["user"], "prize": "二等奖"}, "不是「二等奖」的有效中奖者", "winner")):
+        status, data = await send(ops, "POST", path + "/redraw", {"prize": "一等奖", "winner": new["user"],
+                                                                  "reason": "x", **change})
+        assert (status, data["error"], data["field"]) == (400, "bad_redraw", field), data
+        assert text in data["message"]
+    status, data = await send(ops, "POST", path + "/redraw", {"prize": "一等奖", "winner": new["user"], "reason": " "})
+    assert (status, data["error"]) == (400, "bad_redraw") and "无法重抽" in data["message"]  # nobody left to pick
+    status, data = await send(ops, "POST", path + "/redraw", {"prize": "一等奖", "winner": new["user"]})
+    assert (status, data["field"]) == (400, "reason")
+    _, after = await ops.get(path)
+    assert after["winners"] == redrawn["winners"] and after["verification"]["ok"]
+
+    async with bot.runtime.db.read_session() as session:
+        audit = [(e.command, e.result, e.detail) for e in (await session.execute(
+            select(AuditEntry).where(AuditEntry.command == "lottery redraw").order_by(AuditEntry.id))).scalars()]
+    assert [r for _, r, _ in audit] == ["usage", "ok", "usage", "usage", "usage", "usage"]
+    assert audit[1][2] == f"lottery {made['id']} 一等奖: {first['user']} forfeited (三天未领奖), pick 2 -> {left}"
+
+
+async def test_only_writers_of_the_group_may_redraw(bot, ops):
+    await seed_simulator(bot, "mine")
+    await seed_simulator(bot, "theirs")
+    _, made = await send(ops, "POST", "/console/api/lotteries", lottery_body(await group_id(bot, "theirs")))
+    await say(bot, "我要抽奖", "u1", "小明", group="theirs")
+    await send(ops, "POST", f"/console/api/lotteries/{made['id']}/draw")
+    viewer = await logged_in(bot, "viewer", console_store.OPS_VIEWER)
+    ga = await logged_in(bot, "ga", console_store.GROUP_ADMIN, groups=[("simulator", "mine")])
+    try:
+        body = {"prize": "一等奖", "winner": "u1", "reason": "未领奖"}
+        for client, error in ((viewer, "read_only"), (ga, "other_group")):
+            status, data = await send(client, "POST", f"/console/api/lotteries/{made['id']}/redraw", body)
+            assert (status, data["error"]) == (403, error)
+        _, still = await ops.get(f"/console/api/lotteries/{made['id']}")
+        assert [w["forfeited"] for w in still["winners"]] == [False]
+    finally:
+        await viewer.close()
+        await ga.close()

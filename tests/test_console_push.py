@@ -210,7 +210,8 @@ async def test_runs_show_each_delivery_with_its_state_and_reason_and_the_console
     skipped = data["runs"][1]["deliveries"][0]
     assert skipped["reason"].startswith("daily cap reached: 1 posts on")
     assert data["summary"]["runs"] == 3 and data["summary"]["late"] == 1
-    assert data["summary"]["deliveries"] == {"pending": 0, "sending": 0, "sent": 4, "failed": 0, "skipped": 1}
+    assert data["summary"]["deliveries"] == {"pending": 0, "sending": 0, "sent": 4, "failed": 0, "skipped": 1,
+                                            "awaiting": 0}
     _, only = await ops.get("/console/api/push/runs?state=skipped")
     assert [d["status"] for r in only["runs"] for d in r["deliveries"]] == ["skipped"]
     _, tags = await ops.get("/console/api/push/tags")

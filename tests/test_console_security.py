@@ -333,3 +333,34 @@ async def test_passwords_are_never_logged_stored_or_returned(db_url, bot_factory
         assert secret not in audit
     finally:
         await c.close()
+
+
+async def test_only_ops_admins_reach_the_account_routes_and_page(bot, client):
+    """Walked from the declarations: every ADMIN route (账号管理 among them) refuses viewers and group admins
+    before it looks at anything, and the page is neither linked nor served for them."""
+    await seed_simulator(bot)
+    account_routes = [r for r in api.routes if r.path.startswith("/console/api/users")]
+    assert len(account_routes) >= 6 and {r.access for r in account_routes} == {ADMIN}
+    await make_user(bot.runtime.db, "viewer", console_store.OPS_VIEWER)
+    await make_user(bot.runtime.db, "ga", console_store.GROUP_ADMIN, groups=[("simulator", "g1")])
+    ops_id = await make_user(bot.runtime.db, "ops", console_store.OPS_ADMIN)
+    body = {"username": "mallory", "role": "ops_admin", "password": PASSWORD * 2, "group_ids": [], "group_ids_x": 1}
+    for name in ("viewer", "ga"):
+        c = client()
+        assert (await c.login(name))[0] == 200
+        for route in (r for r in api.routes if r.access == ADMIN):
+            path = route.path.replace("{user_id}", str(ops_id))
+            status, data, _ = await c.request(route.method, concrete(path), body if route.changes_state else None)
+            assert (status, data["error"]) == (403, "forbidden"), (name, route.path, status, data)
+        status, page = await c.get("/console/users")
+        assert status == 403 and "没有权限" in page
+        _, dashboard = await c.get("/console")
+        assert 'href="/console/users"' not in dashboard
+    async with bot.runtime.db.read_session() as session:
+        names = set((await session.execute(select(ConsoleUser.username))).scalars())
+        ops = (await session.execute(select(ConsoleUser).where(ConsoleUser.username == "ops"))).scalar_one()
+    assert names == {"viewer", "ga", "ops"} and not ops.disabled and ops.role == console_store.OPS_ADMIN
+    admin = client()
+    assert (await admin.login("ops"))[0] == 200
+    status, page = await admin.get("/console/users")
+    assert status == 200 and 'data-page="users"' in page and 'href="/console/users"' in page

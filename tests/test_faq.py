@@ -7,8 +7,10 @@ Every test runs on SQLite and on PostgreSQL (the `db_url` fixture) through real 
 from __future__ import annotations
 
 import asyncio
+import getpass
 from datetime import timedelta
 
+import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
@@ -191,6 +193,60 @@ async def test_csv_import_is_an_upsert_export_round_trips_and_bad_files_change_n
     assert await asyncio.to_thread(cli, monkeypatch, db_url, "faq", "remove", "几点发货") == 2
     assert [(source, command, result) for source, command, result, _ in await audit(bot)] == [
         ("cli", "faq import", "ok"), ("cli", "faq import", "ok"), ("cli", "faq remove", "ok")]
+
+
+async def test_the_faq_scope_is_set_in_chat_and_on_the_command_line_and_members_notice_at_once(
+        db_url, bot_factory, monkeypatch, capsys):
+    bot = await bot_factory(make_config(db_url, admins={"bot_admins": "boss"}, faq={"cooldown_seconds": 0}))
+    await say(bot, "问答 添加通用 门店几点营业？ | 每天10点到22点。 | 营业时间", user="boss")
+    await say(bot, ADD_RETURNS, user="lead", role="admin")
+    assert await texts(bot, "门店几点开门呀") == ["每天10点到22点。"]
+    [shown] = await texts(bot, "问答 范围", user="u2")  # anyone may ask which entries answer here
+    assert shown.startswith("本群自动回答用的问答：本群问答 + 通用问答。") and "问答 范围 本群" in shown
+    [refused] = await texts(bot, "问答 范围 本群", user="u2")
+    assert "群管理员" in refused
+    [usage] = await texts(bot, "问答 范围 有时候", user="lead", role="admin")
+    assert "不认识范围「有时候」" in usage and "用法：问答" in usage
+    # Only the group's own entries in g1: the global one stays silent there, and still answers in g2.
+    [done] = await texts(bot, "问答　范围　本群", user="lead", role="admin")  # ideographic spaces
+    assert done == "已修改：本群自动回答改用 仅本群问答（原来是 本群问答 + 通用问答）。"
+    assert await texts(bot, "门店几点开门呀", user="u3") == []
+    assert await texts(bot, "怎么退货", user="u3") == [RETURNS]
+    assert await texts(bot, "门店几点开门呀", group="g2") == ["每天10点到22点。"]
+    [same] = await texts(bot, "问答 范围 group", user="lead", role="admin")
+    assert same == "本群自动回答用的已经是 仅本群问答，没有变化。"
+
+    def qunbot(*args: str) -> int:
+        return cli(monkeypatch, db_url, "faq", "scope", *args)
+
+    assert await asyncio.to_thread(qunbot, "--group", "g1") == 0
+    assert capsys.readouterr().out.strip() == "faq scope of group simulator/g1: group (the group's own entries only)"
+    assert await asyncio.to_thread(qunbot, "--group", "g1", "BOTH") == 0
+    assert capsys.readouterr().out.strip() == ("faq scope of group simulator/g1: group -> all "
+                                               "(the group's own entries and the global ones)")
+    assert await texts(bot, "营业时间是几点", user="u4") == ["每天10点到22点。"]
+    assert await asyncio.to_thread(qunbot, "--group", "g1", "off") == 0
+    assert await texts(bot, "怎么申请退货", user="u5") == []
+    [shown] = await texts(bot, "问答 范围", user="u2")
+    assert "不自动回答（已关闭）" in shown
+    with pytest.raises(SystemExit) as stopped:  # argparse refuses the word, listing the choices
+        await asyncio.to_thread(qunbot, "--group", "g1", "sometimes")
+    assert stopped.value.code == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+    assert await asyncio.to_thread(qunbot, "--group", "nope", "off") == 2
+    assert "no group 'nope' on channel 'simulator'" in capsys.readouterr().err
+
+    async with bot.runtime.db.session() as session:
+        rows = (await session.execute(select(AuditEntry).where(AuditEntry.command.in_(
+            ["问答 范围", "faq scope"])).order_by(AuditEntry.id))).scalars().all()
+    assert [(r.source, r.command, r.result) for r in rows] == [
+        ("chat", "问答 范围", "refused"), ("chat", "问答 范围", "usage"), ("chat", "问答 范围", "ok"),
+        ("chat", "问答 范围", "ok"), ("cli", "faq scope", "ok"), ("cli", "faq scope", "ok"), ("cli", "faq scope", "usage")]
+    # The same detail as the console's change of the setting (群管理).
+    assert [r.detail for r in rows[2:6]] == ["faq scope all -> group", "faq scope group (unchanged)",
+                                             "faq scope group -> all", "faq scope all -> off"]
+    assert rows[1].detail.startswith("不认识范围「有时候」") and "no group 'nope'" in rows[6].detail
+    assert (rows[4].channel, rows[4].group, rows[4].args, rows[4].actor) == ("simulator", "g1", "both", getpass.getuser())
 
 
 @pytest_asyncio.fixture

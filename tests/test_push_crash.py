@@ -120,7 +120,7 @@ async def test_kill_9_mid_fan_out_then_restart_sends_to_every_group_with_duplica
         assert len(delivered) == GROUPS and all("\tsent\t" in line for line in delivered)
         assert sum("\tattempts 2 " in line for line in delivered) == len(flying)
         assert lines[-1] == (f"summary (post {post_id}): 1 runs (0 late, 0 skipped); {GROUPS} deliveries: "
-                             f"0 pending, 0 sending, {GROUPS} sent, 0 failed, 0 skipped")
+                             f"0 pending, 0 sending, {GROUPS} sent, 0 failed, 0 skipped, 0 awaiting")
         print(f"\n{db.dialect}: killed after {sum(at_kill.values())} of {GROUPS} accepted, {len(flying)} in flight; "
               f"duplicates {len(twice)}; restart to all sent {took:.1f} s")
     finally:

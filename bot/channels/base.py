@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.events import Event, Reply
@@ -35,6 +36,10 @@ class Capabilities:
     images: bool = False
     # Can it post link cards (news articles: title, description, url, picture)?
     news: bool = False
+    # Can it queue posts that a person confirms before they go out (WeCom customer groups: an add_msg_template
+    # task the group owner sends from the WeCom client)? Scheduled posts use it (`Channel.queue_post`);
+    # features that must post at once (lottery winners) do not.
+    confirmed_posts: bool = False
 
 
 class PostFailed(Exception):
@@ -51,6 +56,28 @@ class PostFailed(Exception):
         self.reason = reason
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class PostSkipped(Exception):
+    """What `Channel.queue_post` raises when a post must not go out at all (a platform's per-period cap was
+    reached, the target is no group): the delivery is recorded as skipped with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class QueuedPost:
+    """A scheduled post's delivery handed to `Channel.queue_post`: the outbox holds its lease (`holder`)."""
+
+    delivery_id: int
+    run_id: int
+    group_id: int
+    # The platform's group id.
+    group: str
+    holder: str
+    now: datetime
 
 
 class Channel:
@@ -137,3 +164,15 @@ class Channel:
         """Post into a group on the bot's own initiative (announcements, scheduled posts); only where
         can_post_proactively. Raises PostFailed when the platform refuses (see there)."""
         raise NotImplementedError(f"the {self.name} door cannot post into a group on its own")
+
+    def posts_directly(self, group: str) -> bool:
+        """Can `post` put a message straight into this group? What the door declares, unless some of its groups
+        differ (the WeCom app posts into the app chats it created, not into customer groups)."""
+        return self.capabilities.can_post_proactively
+
+    async def queue_post(self, post: QueuedPost, replies: list[Reply]) -> str:
+        """Queue a scheduled post for a person to confirm (doors with `confirmed_posts`, for groups they cannot
+        post into directly). Returns the note recorded with the delivery, which then waits in state `awaiting`
+        until the door records its outcome (sent once confirmed; failed when refused or never confirmed).
+        Raises PostSkipped when it must not go out at all, PostFailed like `post`."""
+        raise NotImplementedError(f"the {self.name} door cannot queue posts for confirmation")

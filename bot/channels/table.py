@@ -21,6 +21,7 @@ YES, NO = "✓", "—"
 CAPABILITY_COLUMNS: list[tuple[str, str]] = [
     ("can_reply", "replies"),
     ("can_post_proactively", "posts on its own"),
+    ("confirmed_posts", "posts a person confirms"),
     ("sees_joins", "sees joins/leaves"),
     ("greets", "1:1 greeting event"),
     ("mentions", "@-mentions"),
@@ -50,7 +51,9 @@ def _announce(c: Capabilities) -> str:
 
 
 def _scheduled(c: Capabilities) -> str:
-    return YES if c.can_post_proactively else NO
+    if c.can_post_proactively:
+        return YES
+    return "✓ (a person confirms each where it cannot post)" if c.confirmed_posts else NO
 
 
 # Which features a door serves follows from its capabilities; nothing here names a door.

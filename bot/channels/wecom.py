@@ -3,6 +3,10 @@
 The endpoint acknowledges as soon as the event is durably in the inbox (well within WeCom's 5 s) and
 processes it in the background; WeCom's retries and copies reaching other processes find the inbox row
 and stop there.
+
+Scheduled posts: app chats the app created (listed in `wecom.appchat_ids`) get them straight away with
+appchat/send; customer groups (客户群) only as add_msg_template tasks their owner confirms in the WeCom
+client (`queue_post` here, the tasks in bot.channels.wecom_push).
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import update
 
-from bot.channels.base import Capabilities, Channel
+from bot.channels.base import Capabilities, Channel, PostFailed, PostSkipped, QueuedPost
 from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected, parse_xml
 from bot.events import (
@@ -30,7 +35,10 @@ from bot.events import (
     TextMessage,
 )
 from bot.inbox import InboxUnavailable
+from storage import wecom_push as push_store
 from storage import welcome as welcome_store
+from storage.db import utcnow
+from storage.groups import Group
 from storage.kv import DbFailureRecorder, DbTokenStore, release_lease, try_lease
 
 log = logging.getLogger("qunbot.wecom")
@@ -50,7 +58,9 @@ class WeComAppChannel(Channel):
     reaches = "1:1 chats with the app; customer-group join/leave events"
     capabilities = Capabilities(
         can_reply=True,  # 1:1 through message/send
-        can_post_proactively=False,  # customer groups only through add_msg_template, which the owner confirms
+        # Not into customer groups, its groups: only app chats it created (posts_directly: wecom.appchat_ids).
+        can_post_proactively=False,
+        confirmed_posts=True,  # customer groups: add_msg_template tasks their owner sends from the WeCom client
         sees_joins=True,
         posts_welcome=False,  # no API posts a per-join message into a customer group
         welcome_template=True,  # group_welcome_template is kept in sync instead
@@ -67,6 +77,17 @@ class WeComAppChannel(Channel):
         # Who holds our leases (token refresh, template sync). runtime.instance (host:pid) alone is not
         # unique: containers on the host network can share both, and so do two runtimes in one process.
         self.lease_holder = f"{runtime.instance}:{secrets.token_hex(4)}"
+        self.appchats = frozenset(cfg.appchat_ids)
+        from bot.channels.wecom_push import GroupMsgJob
+
+        self.group_msgs = GroupMsgJob(self)
+
+    async def stop(self) -> None:
+        await super().stop()
+        try:  # another process takes the customer-group task job over at once instead of after the lease
+            await release_lease(self.runtime.db, self.group_msgs.lease, self.lease_holder)
+        except Exception:
+            log.exception("could not release the customer-group task job's lease")
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(self.cfg.callback_path, self.verify_url)
@@ -81,6 +102,7 @@ class WeComAppChannel(Channel):
                 corp_secret=self.cfg.corp_secret, tokens=DbTokenStore(self.runtime.db, self.lease_holder),
                 failures=DbFailureRecorder(self.runtime.db), agent_id=self.cfg.agent_id,
             )
+            self.spawn(self.group_msgs.loop(), name="wecom-group-msg")
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -167,13 +189,20 @@ class WeComAppChannel(Channel):
         log.warning("reply dropped: this door cannot post into a customer group",
                     extra={"event_id": event.id, "group": event.group, "replies": len(replies)})
 
-    async def post(self, group: str, replies: list[Reply]) -> None:
-        """Only in the 1:1 scope: each reply goes 1:1 (message/send) to the users it mentions.
+    def posts_directly(self, group: str) -> bool:
+        return group in self.appchats
 
-        Customer groups cannot take proactive posts (add_msg_template waits for the owner to confirm).
+    async def post(self, group: str, replies: list[Reply]) -> None:
+        """Into an app chat (appchat/send); in the 1:1 scope each reply goes 1:1 (message/send) to the users it
+        mentions.
+
+        Customer groups cannot take proactive posts (add_msg_template waits for the owner: `queue_post`).
         """
         from bot.dispatcher import DIRECT_SCOPE
 
+        if group in self.appchats:
+            await self._post_appchat(group, replies)
+            return
         if group != DIRECT_SCOPE:
             log.warning("post dropped: this door cannot post into a customer group on its own",
                         extra={"group": group, "replies": len(replies)})
@@ -184,6 +213,85 @@ class WeComAppChannel(Channel):
         for reply in replies:
             if reply.mentions:
                 await client.send_text("|".join(reply.mentions), reply.text)
+
+    async def _post_appchat(self, chat_id: str, replies: list[Reply]) -> None:
+        """appchat/send, within the app's limits per minute and day (WeCom drops the excess without an error)."""
+        from bot.channels.wecom_api import WeComAPIError, WeComTransientError
+        from bot.channels.wecom_push import describe
+
+        client = self.runtime.wecom
+        if client is None:
+            raise PostFailed("app chat posts need wecom.corp_secret (QUNBOT_WECOM_CORP_SECRET)", permanent=True)
+        cfg = self.cfg
+        limits = {"per_minute": cfg.appchat_per_minute, "per_day": cfg.appchat_per_day}
+        for reply in replies:
+            now = utcnow()
+            wait = await push_store.take_appchat_send(self.runtime.db, now, **limits)
+            if wait is not None:
+                raise PostFailed(f"appchat/send limit reached ({cfg.appchat_per_minute} a minute, "
+                                 f"{cfg.appchat_per_day} a day)", retry_after=wait)
+            try:
+                await client.appchat_send_text(chat_id, reply.text)
+            except WeComAPIError as exc:
+                transient = isinstance(exc, WeComTransientError)
+                if not (transient and exc.maybe_done):  # refused: nothing was posted, so nothing counts
+                    await push_store.give_back_appchat_send(self.runtime.db, now, **limits)
+                if transient and exc.errcode in (45009, 45033):
+                    raise PostFailed(describe(exc), retry_after=60.0) from exc
+                raise PostFailed(describe(exc), permanent=not transient) from exc
+
+    async def queue_post(self, post: QueuedPost, replies: list[Reply]) -> str:
+        """A customer group's scheduled post: queued for an add_msg_template task to the group's owner, taking
+        the group's slot of the per-period cap (`wecom.group_msg_cap`); the task is created and followed by
+        bot.channels.wecom_push."""
+        from zoneinfo import ZoneInfo
+
+        from bot.channels.wecom_api import MSG_TEMPLATE_TEXT_LIMIT_BYTES
+        from bot.dispatcher import DIRECT_SCOPE
+
+        if post.group == DIRECT_SCOPE:
+            raise PostSkipped("the wecom door's 1:1 scope is no group")
+        if self.runtime.wecom is None:
+            raise PostFailed("customer-group posts need wecom.corp_secret (QUNBOT_WECOM_CORP_SECRET)", permanent=True)
+        text = "\n\n".join(r.text for r in replies if r.text)
+        size = len(text.encode("utf-8"))
+        if not text or size > MSG_TEMPLATE_TEXT_LIMIT_BYTES:
+            raise PostFailed(f"a customer-group post takes 1 to {MSG_TEMPLATE_TEXT_LIMIT_BYTES} bytes of text, this "
+                             f"one has {size}", permanent=True)
+        owner, tz = await self._owner(post.group_id, post.group)
+        cfg = self.cfg
+        day = post.now.astimezone(ZoneInfo(tz)).date()
+        period = push_store.cap_period(day, cfg.group_msg_cap_period)
+        if not await push_store.stage(self.runtime.db, delivery_id=post.delivery_id, run_id=post.run_id,
+                                      group_id=post.group_id, chat_id=post.group, sender=owner, text=text,
+                                      now=post.now, cap=cfg.group_msg_cap, period=period):
+            raise PostSkipped(f"WeCom customer-group cap reached: {cfg.group_msg_cap} mass messages per "
+                              f"{cfg.group_msg_cap_period} ({period}, {tz}) already sent or awaiting confirmation")
+        return f"queued for an add_msg_template task to the group owner {owner}"
+
+    async def _owner(self, group_id: int, chat_id: str) -> tuple[str, str]:
+        """The customer group's owner (who must send its mass messages) and the group's timezone. The owner
+        is read with groupchat/get when the bot does not know it, and kept on the group row."""
+        from bot.channels.wecom_api import WeComAPIError, WeComTransientError
+        from bot.channels.wecom_push import describe
+
+        async with self.runtime.db.read_session() as session:
+            group = await session.get(Group, group_id)
+        tz = (group.timezone if group else None) or self.runtime.config.timezone
+        if group is not None and group.owner:
+            return group.owner, tz
+        try:
+            chat = await self.runtime.wecom.groupchat_get(chat_id)  # type: ignore[union-attr]
+        except WeComTransientError as exc:
+            raise PostFailed(f"the group's owner is unknown: {describe(exc)}") from exc
+        except WeComAPIError as exc:
+            raise PostFailed(f"the group's owner is unknown: {describe(exc)}", permanent=True) from exc
+        owner = str(chat.get("owner") or "")
+        if not owner:
+            raise PostFailed("the group's owner is unknown: groupchat/get names none", permanent=True)
+        async with self.runtime.db.session() as session:
+            await session.execute(update(Group).where(Group.id == group_id).values(owner=owner))
+        return owner, tz
 
     async def sync_welcome_template(self, text: str, attempts: int = 5) -> None:
         """Make the corp's group welcome template say `text`; one process does it, retried on failure."""

@@ -27,6 +27,8 @@ RETRYABLE_ERRCODES = frozenset({-1, 45009, 45033})  # system busy, frequency lim
 TEXT_LIMIT_BYTES = 2048  # message/send and appchat/send text.content
 WELCOME_TEXT_LIMIT_BYTES = 3000  # group_welcome_template text.content
 MSG_TEMPLATE_MAX_CHATS = 2000  # add_msg_template chat_id_list
+MSG_TEMPLATE_TEXT_LIMIT_BYTES = 4000  # add_msg_template text.content (the API's page; not in platform.md)
+GROUPMSG_PAGE_LIMIT = 1000  # get_groupmsg_task / get_groupmsg_send_result: most rows per page
 GETTOKEN_PATH = "/cgi-bin/gettoken"
 
 
@@ -59,7 +61,13 @@ class WeComAPIError(Exception):
 
 
 class WeComTransientError(WeComAPIError):
-    """A failure that might succeed later (busy, rate limited, network, 5xx): retries were exhausted."""
+    """A failure that might succeed later (busy, rate limited, network, 5xx): retries were exhausted.
+
+    `maybe_done`: the last try may have taken effect (a timeout, a dropped connection, a 5xx), so repeating a
+    call that is not idempotent could do it twice; False when WeCom refused it before doing anything.
+    """
+
+    maybe_done = False
 
 
 class MemoryTokenStore:
@@ -339,8 +347,11 @@ class WeComClient:
         except Exception:
             # The API error below matters more than a broken recorder; don't let one hide the other.
             log.exception("could not record api failure", extra={"api": api})
-        cls = WeComTransientError if transient else WeComAPIError
-        raise cls(api, out.errcode, out.errmsg, attempts=attempts)
+        if transient:
+            error = WeComTransientError(api, out.errcode, out.errmsg, attempts=attempts)
+            error.maybe_done = out.kind is _Kind.UNSURE
+            raise error
+        raise WeComAPIError(api, out.errcode, out.errmsg, attempts=attempts)
 
     # ---- API methods --------------------------------------------------------------------------
 
@@ -400,10 +411,41 @@ class WeComClient:
         """
         if not chat_ids or len(chat_ids) > MSG_TEMPLATE_MAX_CHATS:
             raise ValueError(f"chat_ids must hold 1..{MSG_TEMPLATE_MAX_CHATS} ids, got {len(chat_ids)}")
+        size = len(text.encode("utf-8"))
+        if size > MSG_TEMPLATE_TEXT_LIMIT_BYTES:
+            # Cut, a post would go out unreadable to every group: refuse it instead.
+            raise ValueError(f"text is {size} bytes, add_msg_template takes {MSG_TEMPLATE_TEXT_LIMIT_BYTES}")
         body = {"chat_type": "group", "chat_id_list": list(chat_ids), "sender": sender,
                 "text": {"content": text}}
         data = await self.call("externalcontact/add_msg_template", json=body, idempotent=False)
         return {"msgid": data.get("msgid"), "fail_list": data.get("fail_list", [])}
+
+    async def groupmsg_task(self, msgid: str) -> list[dict[str, Any]]:
+        """Who was asked to send a mass-message task and whether they did: every page of get_groupmsg_task's
+        `task_list` ({"userid", "status": 0 not sent / 2 sent, "send_time" once sent})."""
+        return await self._pages("externalcontact/get_groupmsg_task", {"msgid": msgid}, "task_list")
+
+    async def groupmsg_send_result(self, msgid: str, userid: str) -> list[dict[str, Any]]:
+        """One sender's result per target: every page of get_groupmsg_send_result's `send_list` (for a
+        customer-group task {"chat_id", "userid", "status", "send_time"}; status 0 not sent, 1 sent, 2 not
+        sent: not a contact, 3 not sent: the target already received its share of mass messages)."""
+        return await self._pages("externalcontact/get_groupmsg_send_result", {"msgid": msgid, "userid": userid},
+                                 "send_list")
+
+    async def cancel_groupmsg_send(self, msgid: str) -> None:
+        """Stop a mass-message task its senders have not sent yet (they can no longer send it)."""
+        await self.call("externalcontact/cancel_groupmsg_send", json={"msgid": msgid})
+
+    async def _pages(self, api: str, body: dict[str, Any], key: str, *, max_pages: int = 100) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(max_pages):
+            data = await self.call(api, json={**body, "limit": GROUPMSG_PAGE_LIMIT, **({"cursor": cursor} if cursor else {})})
+            rows += [r for r in data.get(key) or [] if isinstance(r, dict)]
+            cursor = str(data.get("next_cursor") or "")
+            if not cursor:
+                return rows
+        raise WeComAPIError(normalize_api(api), None, f"more than {max_pages} pages")
 
     @staticmethod
     def _cut(content: str, api: str) -> str:

@@ -3,6 +3,7 @@ own sub-commands (one module per feature in this package, each with a `register(
 
 A feature's sub-command sets `handler=` (an async function taking the config and the parsed arguments and
 returning the exit code) with `parser.set_defaults`; it gets a migrated database through `open_database`.
+Audit entries and audited mistakes go through bot/cli/common.py (`record`, `problem`, `audit`, `cli_actor`).
 """
 
 from __future__ import annotations

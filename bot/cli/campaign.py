@@ -1,22 +1,26 @@
-"""`qunbot campaign`: campaigns from the command line — add, list, show, summary, remove — and the lotteries
-counted in them. Posts join a campaign with `qunbot push add --campaign NAME --phase 爆发`.
+"""`qunbot campaign`: campaigns from the command line — add, edit, list, show, summary, remove — the posts in
+them (attach, detach; or `qunbot push add --campaign NAME --phase 爆发`) and the lotteries counted in them.
 
-Every change is written to the audit log with source "cli" and the OS user as actor.
+Every change goes through storage.campaign (the functions the console, the chat commands and the config file
+use) and is written to the audit log with source "cli" and the OS user as actor.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
+from dataclasses import replace
 from datetime import date
 
 from bot.cli import UsageProblem, open_database
+from bot.cli.common import cli_actor, problem, record
 from bot.cli.push import resolve_group
 from bot.config import Config
 from storage import audit as audit_store
 from storage import campaign as store
 from storage.db import Database, utcnow
 from storage.groups import Group
+
+DEFAULT_WORDS = {"default", "默认"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,31 +29,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add = csub.add_parser("add", help="add a campaign")
     add.add_argument("--name", required=True, help="what to call it in commands (unique among live campaigns)")
-    add.add_argument("--title", required=True, help="its title in texts ({campaign} in posts)")
-    add.add_argument("--timezone", help="the timezone its dates are read in (default: the bot's timezone)")
-    targets = add.add_mutually_exclusive_group(required=True)
-    targets.add_argument("--group", action="append", metavar="[CHANNEL:]GROUP",
-                         help="a group taking part (repeat for several); a bare id is on --channel")
-    targets.add_argument("--tag", help="every live group with this tag (qunbot push tag add)")
-    targets.add_argument("--all", action="store_true", help="every live group")
-    add.add_argument("--channel", help="the door of bare --group ids (default simulator); with --tag/--all, "
-                                       "only groups on this door")
-    add.add_argument("--key-date", required=True, help="the key date (launch day), e.g. 2026-11-11")
-    add.add_argument("--key-name", default=store.DEFAULT_KEY_NAME,
-                     help=f"what the key date is called, e.g. 开售 (default {store.DEFAULT_KEY_NAME})")
-    add.add_argument("--phase", action="append", required=True, metavar="PHASE=DAYS",
-                     help="a phase and its days, e.g. 预热=2026-11-01..2026-11-07 (phases: 预热 爆发 长尾 复盘 "
-                          "or warmup burst longtail review; repeat for each)")
-    add.add_argument("--date", action="append", metavar="NAME=DAY", help="an extra named date for "
-                     "{days_until:NAME}, e.g. 直播=2026-11-10 (repeatable)")
-    add.add_argument("--owner", default="", help="the ops contact shown in reminders and summaries")
-    add.add_argument("--ops", default="", help="platform user ids of ops to @-mention or message one to one, "
-                                               "comma-separated")
-    add.add_argument("--remind-to", metavar="CHANNEL:GROUP",
-                     help="where its reminders go, e.g. robot:ops or wecom:@direct (default campaign.reminder_target)")
-    add.add_argument("--remind-days", metavar="N,N", help="days before the key date to remind on, e.g. 7,3,1 "
-                                                          "(default campaign.reminder_days_before; \"\" for none)")
+    _definition(add, new=True)
     add.set_defaults(handler=_add)
+
+    edit = csub.add_parser("edit", help="change a campaign: only what the options say (its posts, runs and "
+                                        "reminders stay consistent)")
+    edit.add_argument("campaign", help="its name or number")
+    edit.add_argument("--name", help="a new name")
+    _definition(edit, new=False)
+    edit.add_argument("--drop-phase", action="append", metavar="PHASE", help="remove a phase (it may have no posts)")
+    edit.add_argument("--drop-date", action="append", metavar="NAME", help="remove an extra named date")
+    edit.set_defaults(handler=_edit)
+
+    attach = csub.add_parser("attach", help="make a post one of the campaign's (or move it to another phase)")
+    attach.add_argument("campaign", help="the campaign's name or number")
+    attach.add_argument("post", help="the post's number or name")
+    attach.add_argument("--phase", help="its phase (预热 爆发 长尾 复盘): it fires only on those days; "
+                                        "without: on every day of the campaign")
+    attach.set_defaults(handler=_attach)
+
+    detach = csub.add_parser("detach", help="take a post out of the campaign (it then fires on every day again)")
+    detach.add_argument("campaign", help="the campaign's name or number")
+    detach.add_argument("post", help="the post's number or name")
+    detach.set_defaults(handler=_detach)
 
     listing = csub.add_parser("list", help="list campaigns with their phase and countdown")
     listing.add_argument("--removed", action="store_true", help="include removed campaigns")
@@ -78,23 +80,46 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(handler=_lottery)
 
 
+def _definition(parser: argparse.ArgumentParser, *, new: bool) -> None:
+    """The options of a campaign's definition: all of them for `add` (some required), each optional for `edit`."""
+    parser.add_argument("--title", required=new, help="its title in texts ({campaign} in posts)")
+    parser.add_argument("--timezone", help="the timezone its dates are read in (default: the bot's timezone)")
+    targets = parser.add_mutually_exclusive_group(required=new)
+    targets.add_argument("--group", action="append", metavar="[CHANNEL:]GROUP",
+                         help="a group taking part (repeat for several); a bare id is on --channel")
+    targets.add_argument("--tag", help="every live group with this tag (qunbot push tag add)")
+    targets.add_argument("--all", action="store_true", help="every live group")
+    parser.add_argument("--channel", help="the door of bare --group ids (default simulator); with --tag/--all, "
+                                          "only groups on this door")
+    parser.add_argument("--key-date", required=new, help="the key date (launch day), e.g. 2026-11-11")
+    parser.add_argument("--key-name", default=store.DEFAULT_KEY_NAME if new else None,
+                        help=f"what the key date is called, e.g. 开售 (default {store.DEFAULT_KEY_NAME})")
+    parser.add_argument("--phase", action="append", required=new, metavar="PHASE=DAYS",
+                        help="a phase and its days, e.g. 预热=2026-11-01..2026-11-07 (phases: 预热 爆发 长尾 复盘 "
+                             "or warmup burst longtail review; repeat for each)" + ("" if new else
+                             "; a phase not named keeps its days"))
+    parser.add_argument("--date", action="append", metavar="NAME=DAY", help="an extra named date for "
+                        "{days_until:NAME}, e.g. 直播=2026-11-10 (repeatable)")
+    parser.add_argument("--owner", default="" if new else None, help="the ops contact shown in reminders and summaries")
+    parser.add_argument("--ops", default="" if new else None,
+                        help="platform user ids of ops to @-mention or message one to one, comma-separated")
+    parser.add_argument("--remind-to", metavar="CHANNEL:GROUP",
+                        help="where its reminders go, e.g. robot:ops or wecom:@direct (default campaign.reminder_target"
+                             + ("" if new else "; \"default\" to go back to it") + ")")
+    parser.add_argument("--remind-days", metavar="N,N", help="days before the key date to remind on, e.g. 7,3,1 "
+                        "(default campaign.reminder_days_before; \"\" for none" + ("" if new else
+                        "; \"default\" to go back to it") + ")")
+
+
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _args_text(args: argparse.Namespace) -> str:
-    skip = {"handler", "command", "campaign_command", "lottery_command", "config", "log_level"}
-    return " ".join(f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in skip and v not in (None, False, ""))
+async def _problem(db: Database, args: argparse.Namespace, command: str, message: str) -> UsageProblem:
+    return await problem(db, args, f"campaign {command}", message)
 
 
 async def _record(db: Database, args: argparse.Namespace, command: str, result: str, detail: str) -> None:
-    async with db.session() as session:
-        await audit_store.record(session, source="cli", channel="", group="", actor=getpass.getuser(),
-                                 command=f"campaign {command}", args=_args_text(args), result=result, detail=detail)
-
-
-async def _problem(db: Database, args: argparse.Namespace, command: str, message: str) -> UsageProblem:
-    await _record(db, args, command, audit_store.USAGE, message)
-    return UsageProblem(message)
+    await record(db, args, f"campaign {command}", result, detail)
 
 
 async def load_plan(db: Database, ref: str, *, include_removed: bool = False) -> store.Plan:
@@ -153,41 +178,53 @@ async def _targets_text(db: Database, campaign: store.Campaign) -> str:
 # -- commands --------------------------------------------------------------------------------------------
 
 
+def _phases(values: list[str] | None, into: dict[str, tuple[date, date]] | None = None) -> dict[str, tuple[date, date]]:
+    """--phase PHASE=DAYS options, over `into` (an edit's current phases): a phase named twice is a mistake."""
+    phases = dict(into or {})
+    seen: set[str] = set()
+    for name, span in _pairs(values, "phase"):
+        phase = store.parse_phase(name)
+        if phase in seen:
+            raise store.CampaignError("phase", f"phase {name} given twice", text=name)
+        seen.add(phase)
+        phases[phase] = store.parse_span(span)
+    return phases
+
+
+def _ops(text: str) -> tuple[str, ...]:
+    return tuple(u for u in (w.strip() for w in text.replace("，", ",").split(",")) if u)
+
+
+async def _group_ids(db: Database, refs: list[str], channel: str | None) -> tuple[int, ...]:
+    ids: list[int] = []
+    for ref in refs:
+        group = await resolve_group(db, ref, channel)
+        if group.external_id == store.DIRECT_SCOPE:
+            raise store.CampaignError("targets", f"{ref}: a door's 1:1 scope is not a group")
+        ids.append(group.id)  # type: ignore[arg-type]
+    return tuple(ids)
+
+
 async def _add(config: Config, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
     now = utcnow()
     async with open_database(config) as db:
         try:
-            phases: dict[str, tuple[date, date]] = {}
-            for name, span in _pairs(args.phase, "phase"):
-                phase = store.parse_phase(name)
-                if phase in phases:
-                    raise store.CampaignError("phase", f"phase {name} given twice", text=name)
-                phases[phase] = store.parse_span(span)
-            dates = {name: store.parse_day(day) for name, day in _pairs(args.date, "date")}
-            ops = tuple(u for u in (w.strip() for w in args.ops.replace("，", ",").split(",")) if u)
             fields = store.CampaignFields(
                 name=args.name, title=args.title, timezone=args.timezone or config.timezone,
-                key_date=store.parse_day(args.key_date), phases=phases,
+                key_date=store.parse_day(args.key_date), phases=_phases(args.phase),
                 target_kind=store.GROUPS if args.group else store.TAG if args.tag else store.ALL,
                 target_tag=args.tag, target_channel=args.channel if not args.group else None,
-                key_name=args.key_name, dates=dates, owner=args.owner, ops_users=ops,
-                reminder_target=args.remind_to or None,
+                key_name=args.key_name, dates={name: store.parse_day(day) for name, day in _pairs(args.date, "date")},
+                owner=args.owner, ops_users=_ops(args.ops), reminder_target=args.remind_to or None,
                 reminder_days=None if args.remind_days is None else store.parse_days_list(args.remind_days))
-            group_ids: list[int] = []
-            for ref in args.group or []:
-                group = await resolve_group(db, ref, args.channel)
-                if group.external_id == store.DIRECT_SCOPE:
-                    raise store.CampaignError("targets", f"{ref}: a door's 1:1 scope is not a group")
-                group_ids.append(group.id)  # type: ignore[arg-type]
-            fields.group_ids = tuple(group_ids)
+            fields.group_ids = await _group_ids(db, args.group or [], args.channel)
             fields.check()
+            async with db.session() as session:
+                campaign = await store.create_campaign(session, fields, created_by=cli_actor(), now=now)
         except store.CampaignError as exc:
             raise await _problem(db, args, "add", str(exc)) from None
-        from sqlalchemy.exc import IntegrityError
-
-        try:
-            async with db.session() as session:
-                campaign = await store.create_campaign(session, fields, created_by=f"cli:{getpass.getuser()}", now=now)
         except IntegrityError:
             raise await _problem(db, args, "add", f"a live campaign is already named {args.name!r}") from None
         await _record(db, args, "add", audit_store.OK, f"added campaign {campaign.id} {campaign.name}")
@@ -195,6 +232,112 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
           f"{campaign.key_name} {_day(campaign.key_date)}")
     print("phases: " + "; ".join(f"{store.phase_label(p)} {_span(*s)}" for p, s in plan_phases(fields)))
     print(f"add its posts with: qunbot push add --campaign {campaign.name} --phase 爆发 --schedule ... --text ...")
+    return 0
+
+
+async def _edit(config: Config, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from scheduler.campaign import settings_of
+
+    now = utcnow()
+    async with open_database(config) as db:
+        plan = await load_plan(db, args.campaign)
+        if plan.campaign.created_by == store.CONFIG_MAKER:
+            raise await _problem(db, args, "edit", f"campaign {plan.campaign.name} is declared in the config file "
+                                                   "([[campaigns]]): change it there (start-up applies the file)")
+        try:
+            async with db.read_session() as session:
+                current = await store.fields_of(session, plan)
+            wanted = replace(current, phases=_phases(args.phase, current.phases), dates=dict(current.dates))
+            for word in args.drop_phase or []:
+                if wanted.phases.pop(store.parse_phase(word), None) is None:
+                    raise store.CampaignError("phase", f"campaign {plan.campaign.name} has no {word} phase", text=word)
+            for name in args.drop_date or []:
+                if wanted.dates.pop(name, None) is None:
+                    raise store.CampaignError("date_name", f"campaign {plan.campaign.name} has no date {name!r}",
+                                              text=name)
+            wanted.dates.update({name: store.parse_day(day) for name, day in _pairs(args.date, "date")})
+            for attr, value in (("name", args.name), ("title", args.title), ("timezone", args.timezone),
+                                ("key_name", args.key_name), ("owner", args.owner)):
+                if value is not None:
+                    setattr(wanted, attr, value)
+            if args.key_date is not None:
+                wanted.key_date = store.parse_day(args.key_date)
+            if args.ops is not None:
+                wanted.ops_users = _ops(args.ops)
+            if args.remind_to is not None:
+                wanted.reminder_target = None if args.remind_to.strip().lower() in DEFAULT_WORDS else args.remind_to
+            if args.remind_days is not None:
+                wanted.reminder_days = (None if args.remind_days.strip().lower() in DEFAULT_WORDS
+                                        else store.parse_days_list(args.remind_days))
+            if args.group or args.tag or args.all:
+                wanted.target_kind = store.GROUPS if args.group else store.TAG if args.tag else store.ALL
+                wanted.target_tag = args.tag
+                wanted.target_channel = args.channel if not args.group else None
+                wanted.group_ids = await _group_ids(db, args.group or [], args.channel)
+            elif args.channel is not None and wanted.target_kind != store.GROUPS:
+                wanted.target_channel = args.channel or None
+            async with db.session() as session:
+                edit = await store.update_campaign(session, plan.id, wanted, now=now, settings=settings_of(config))
+        except store.CampaignError as exc:
+            raise await _problem(db, args, "edit", str(exc)) from None
+        except IntegrityError:
+            raise await _problem(db, args, "edit", f"a live campaign is already named {args.name!r}") from None
+        await _record(db, args, "edit", audit_store.OK, edit.detail)
+        fresh = await load_plan(db, str(plan.id))
+    print(edit.detail)
+    print("phases: " + "; ".join(f"{store.phase_label(p)} {_span(*s)}" for p, s in fresh.phases.items()))
+    return 0
+
+
+async def _post_ref(db: Database, ref: str) -> int:
+    from storage import push as push_store
+
+    async with db.read_session() as session:
+        post = await push_store.get_post(session, ref)
+    if post is None:
+        raise UsageProblem(f"no post {ref!r}")
+    return post.id  # type: ignore[return-value]
+
+
+async def _attach(config: Config, args: argparse.Namespace) -> int:
+    now = utcnow()
+    async with open_database(config) as db:
+        plan = await load_plan(db, args.campaign)
+        post_id = await _post_ref(db, args.post)
+        try:
+            phase = store.parse_phase(args.phase) if args.phase else None
+            async with db.session() as session:
+                post, changed = await store.attach_post(session, plan.id, post_id, phase, now=now)
+        except store.CampaignError as exc:
+            raise await _problem(db, args, "attach", str(exc)) from None
+        first, last = plan.phases[phase] if phase else plan.span()
+        where = f"phase {store.phase_label(phase)}" if phase else "all its phases"
+        detail = (f"post {post.id} in campaign {plan.id} {plan.campaign.name}, {where}: fires only from {first} to "
+                  f"{last} ({plan.campaign.timezone})") + ("" if changed else " (no change)")
+        await _record(db, args, "attach", audit_store.OK, detail)
+    print(detail)
+    return 0
+
+
+async def _detach(config: Config, args: argparse.Namespace) -> int:
+    from scheduler.campaign import settings_of
+
+    now = utcnow()
+    async with open_database(config) as db:
+        plan = await load_plan(db, args.campaign)
+        post_id = await _post_ref(db, args.post)
+        try:
+            async with db.session() as session:
+                post, changed = await store.detach_post(session, post_id, now=now, settings=settings_of(config),
+                                                        campaign_id=plan.id)
+        except store.CampaignError as exc:
+            raise await _problem(db, args, "detach", str(exc)) from None
+        detail = f"post {post.id} taken out of campaign {plan.id} {plan.campaign.name}" + (
+            "" if changed else " (it was in no campaign)")
+        await _record(db, args, "detach", audit_store.OK, detail)
+    print(detail)
     return 0
 
 
@@ -313,6 +456,8 @@ async def _remove(config: Config, args: argparse.Namespace) -> int:
             posts = await store.remove_campaign(session, plan.id, now)
         detail = f"campaign {plan.id} {plan.campaign.name} removed" + (
             f" with its post(s) {', '.join(map(str, posts))}" if posts else "")
+        if plan.campaign.created_by == store.CONFIG_MAKER:
+            detail += " (declared in the config file: the next start-up applies the file again)"
         await _record(db, args, "remove", audit_store.OK, detail)
     print(detail)
     return 0
@@ -345,11 +490,8 @@ async def campaign_post_fields(db: Database, campaign_ref: str, phase_text: str 
     async with db.read_session() as session:
         campaign = await store.get_campaign(session, campaign_ref)
         if campaign is None:
-            raise store.CampaignError("campaign", f"no live campaign {campaign_ref!r}", text=campaign_ref)
+            raise store.CampaignError("not_found", f"no live campaign {campaign_ref!r}", name=campaign_ref)
         plan = await store.load_plan(session, campaign)
     phase = store.parse_phase(phase_text) if phase_text else None
-    if phase is not None and phase not in plan.phases:
-        have = ", ".join(store.phase_label(p) for p in plan.phases)
-        raise store.CampaignError("phase", f"campaign {campaign.name} has no {store.phase_label(phase)} phase "
-                                  f"(its phases: {have})", text=phase_text or "")
+    store.check_phase(plan, phase)
     return plan, phase

@@ -1,4 +1,4 @@
-"""`qunbot console`: accounts of the ops console (create, change password, list, disable, groups).
+"""`qunbot console`: accounts of the ops console (create, change password or role, list, disable, groups).
 
 Passwords are never command-line arguments (they would show in `ps` and shell history): they are asked
 for twice at a terminal, or read from the first line of standard input (`--password-stdin`, also the
@@ -15,8 +15,8 @@ import os
 import sys
 
 from bot.cli import UsageProblem, open_database
+from bot.cli.common import audit
 from bot.config import Config
-from storage import audit as audit_store
 from storage import console as store
 from storage import groups as group_store
 
@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     groups.add_argument("name")
     group_option(groups)
     groups.set_defaults(handler=_set_groups)
+
+    role = console_sub.add_parser("set-role", help="give a console account another role (the last active "
+                                                   "ops_admin keeps theirs)")
+    role.add_argument("name")
+    role.add_argument("--role", required=True, choices=store.ROLES)
+    group_option(role)
+    role.set_defaults(handler=_set_role)
 
     listing = console_sub.add_parser("list-users", help="list console accounts with role, groups and last login")
     listing.set_defaults(handler=_list_users)
@@ -112,23 +119,27 @@ async def _group_ids(session, specs: list[str], create: bool) -> list[int]:  # n
     return ids
 
 
-def _check_groups(role: str, groups: list[str]) -> None:
-    if role == store.GROUP_ADMIN and not groups:
-        raise UsageProblem("a group_admin needs at least one --group CHANNEL:ID")
-    if role != store.GROUP_ADMIN and groups:
-        raise UsageProblem(f"--group is for group_admin accounts; a {role} sees every group")
+def _check(role: str, groups: list[str]) -> None:
+    """The role and --group options agree (checked before a password is asked for)."""
+    try:
+        store.check_access(role, len(groups))
+    except store.AccountProblem as exc:
+        raise UsageProblem(str(exc)) from None
 
 
-async def _audit(session, command: str, args: str, detail: str = "") -> None:  # noqa: ANN001 - AsyncSession
-    await audit_store.record(session, source="cli", actor=getpass.getuser(), command=command, args=args,
-                             result=audit_store.OK, detail=detail)
+async def _user(session, name: str) -> store.ConsoleUser:  # noqa: ANN001 - AsyncSession
+    user = await store.find_user(session, name)
+    if user is None:
+        raise UsageProblem(f"no console user {name!r}")
+    return user
 
 
 async def _create_user(config: Config, args: argparse.Namespace) -> int:
-    _check_groups(args.role, args.group)
-    name = store.normalize_username(args.name)
-    if not name or len(args.name.strip()) > 64 or any(c.isspace() for c in name):
-        raise UsageProblem("the name must be 1 to 64 characters without spaces")
+    _check(args.role, args.group)
+    try:
+        name = store.check_username(args.name)
+    except store.AccountProblem as exc:
+        raise UsageProblem(str(exc)) from None
     async with open_database(config) as db:
         async with db.read_session() as session:
             if await store.find_user(session, name) is not None:
@@ -136,12 +147,13 @@ async def _create_user(config: Config, args: argparse.Namespace) -> int:
         password_hash = await _hash(read_password(args, config))
         async with db.session() as session:
             ids = await _group_ids(session, args.group, args.create_groups)
-            user = await store.create_user(session, username=name, password_hash=password_hash, role=args.role,
-                                           group_ids=ids)
-            if user is None:
-                raise UsageProblem(f"a console user {name!r} exists already")
-            await _audit(session, "console create-user", f"{name} role={args.role}"
-                         + (f" groups={','.join(args.group)}" if args.group else ""))
+            try:
+                await store.add_user(session, username=name, password_hash=password_hash, role=args.role,
+                                     group_ids=ids)
+            except store.AccountProblem as exc:
+                raise UsageProblem(str(exc)) from None
+            await audit(session, "console create-user", args=f"{name} role={args.role}"
+                        + (f" groups={','.join(args.group)}" if args.group else ""))
     print(f"created console user {name} ({args.role}); log in at /console")
     return 0
 
@@ -149,38 +161,53 @@ async def _create_user(config: Config, args: argparse.Namespace) -> int:
 async def _set_password(config: Config, args: argparse.Namespace) -> int:
     async with open_database(config) as db:
         async with db.read_session() as session:
-            user = await store.find_user(session, args.name)
-        if user is None:
-            raise UsageProblem(f"no console user {args.name!r}")
+            user = await _user(session, args.name)
         password_hash = await _hash(read_password(args, config))
         async with db.session() as session:
             await store.set_password(session, user.id, password_hash)  # type: ignore[arg-type]
-            await _audit(session, "console set-password", user.username, "sessions ended")
+            await audit(session, "console set-password", args=user.username, detail="sessions ended")
     print(f"password of {user.username} changed; its sessions have ended")
     return 0
 
 
 async def _set_groups(config: Config, args: argparse.Namespace) -> int:
     async with open_database(config) as db, db.session() as session:
-        user = await store.find_user(session, args.name)
-        if user is None:
-            raise UsageProblem(f"no console user {args.name!r}")
-        _check_groups(user.role, args.group)
-        await store.set_user_groups(session, user.id, await _group_ids(session, args.group, args.create_groups))  # type: ignore[arg-type]
-        await _audit(session, "console set-groups", f"{user.username} groups={','.join(args.group)}")
+        user = await _user(session, args.name)
+        try:
+            await store.change_groups(session, user.id, await _group_ids(session, args.group, args.create_groups))  # type: ignore[arg-type]
+        except store.AccountProblem as exc:
+            raise UsageProblem(str(exc)) from None
+        await audit(session, "console set-groups", args=f"{user.username} groups={','.join(args.group)}")
     print(f"groups of {user.username}: {', '.join(args.group)}")
+    return 0
+
+
+async def _set_role(config: Config, args: argparse.Namespace) -> int:
+    _check(args.role, args.group)
+    async with open_database(config) as db, db.session() as session:
+        user = await _user(session, args.name)
+        try:
+            old = await store.change_role(session, user.id, args.role,  # type: ignore[arg-type]
+                                          await _group_ids(session, args.group, args.create_groups))
+        except store.AccountProblem as exc:
+            raise UsageProblem(str(exc)) from None
+        await audit(session, "console set-role", args=f"{user.username} role={args.role}"
+                    + (f" groups={','.join(args.group)}" if args.group else ""), detail=f"role {old} -> {args.role}")
+    print(f"{user.username}: {old} -> {args.role}" + (f" ({', '.join(args.group)})" if args.group else ""))
     return 0
 
 
 async def _set_disabled(config: Config, args: argparse.Namespace) -> int:
     disable = args.console_command == "disable-user"
     async with open_database(config) as db, db.session() as session:
-        user = await store.find_user(session, args.name)
-        if user is None:
-            raise UsageProblem(f"no console user {args.name!r}")
-        await store.set_disabled(session, user.id, disable)  # type: ignore[arg-type]
-        await _audit(session, f"console {args.console_command}", user.username)
-    print(f"{user.username} {'disabled' if disable else 'enabled'}")
+        user = await _user(session, args.name)
+        try:
+            await store.change_disabled(session, user.id, disable)  # type: ignore[arg-type]
+        except store.AccountProblem as exc:
+            raise UsageProblem(str(exc)) from None
+        await audit(session, f"console {args.console_command}", args=user.username,
+                    detail="sessions ended" if disable else "")
+    print(f"{user.username} {'disabled; its sessions have ended' if disable else 'enabled'}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""`qunbot faq`: import and export FAQ entries as CSV, list, add and remove them, read unanswered questions.
+"""`qunbot faq`: import and export FAQ entries as CSV, list, add and remove them, read unanswered questions,
+show or set a group's FAQ scope (which entries answer there).
 
 Without --group a command works on the global entries (shown in every group); with --group on that
 group's own ones, which add to the global entries and override one with the same question. Every change
@@ -9,17 +10,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 from pathlib import Path
 
 from bot.cli import UsageProblem, open_database
+from bot.cli.common import audit, cli_actor, problem
 from bot.config import Config
-from handlers.faq import ADD, UNCHANGED, UPDATE, apply_import, find_entry, plan_import
+from handlers.faq import (
+    ADD,
+    SCOPE_WORDS,
+    UNCHANGED,
+    UPDATE,
+    apply_import,
+    change_scope,
+    find_entry,
+    plan_import,
+    scope_named,
+)
 from handlers.faq.index import question_key
 from handlers.faq.transfer import CsvProblem, check_entry, read_csv, split_aliases, write_csv
 from storage import admins as admin_store
-from storage import audit as audit_store
 from storage import faq as store
 from storage import groups as group_store
 
@@ -57,6 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("entry", metavar="ID_OR_QUESTION")
     p.set_defaults(handler=_remove)
 
+    p = faq_sub.add_parser("scope", help="which entries answer in a group: all (its own and the global ones; "
+                                         "also 'both'), group (its own only), global (the global ones only) or off; "
+                                         "without SCOPE: show it")
+    p.add_argument("--group", required=True, help="the group (its id on the channel)")
+    p.add_argument("--channel", default="simulator", help="the channel the group is on (default: simulator)")
+    p.add_argument("scope", nargs="?", type=str.lower, metavar="SCOPE", choices=CLI_SCOPE_WORDS,
+                   help="all|both, group, global, off|none")
+    p.set_defaults(handler=_scope)
+
     p = faq_sub.add_parser("unanswered", help="questions the bot could not answer, grouped, most asked first")
     p.add_argument("--group", help="only this group (its id on the channel)")
     p.add_argument("--channel", default="simulator", help="the channel the group is on (default: simulator)")
@@ -76,14 +95,20 @@ async def _group_id(session, args: argparse.Namespace, *, create: bool) -> int |
     return group.id
 
 
+# The English words of handlers.faq.SCOPE_WORDS (the chat command also takes the Chinese ones).
+CLI_SCOPE_WORDS = [word for word in SCOPE_WORDS if word.isascii()]
+SCOPE_MEANING = {store.SCOPE_ALL: "the group's own entries and the global ones",
+                 store.SCOPE_GROUP: "the group's own entries only", store.SCOPE_GLOBAL: "the global entries only",
+                 store.SCOPE_OFF: "no FAQ answers in this group"}
+
+
 def _where(args: argparse.Namespace) -> str:
     return f"group {args.channel}/{args.group}" if args.group else "global entries"
 
 
-async def _audit(session, args: argparse.Namespace, command: str, detail: str, argv: str = "") -> None:  # noqa: ANN001
-    await audit_store.record(session, source="cli", command=command, result=audit_store.OK,
-                             actor=getpass.getuser(), channel=args.channel if args.group else "",
-                             group=args.group or "", args=argv, detail=detail)
+def _place(args: argparse.Namespace) -> dict[str, str]:
+    """The audit entry's channel and group: the group's, or none for the global entries."""
+    return {"channel": args.channel if args.group else "", "group": args.group or ""}
 
 
 async def _import(config: Config, args: argparse.Namespace) -> int:
@@ -107,13 +132,13 @@ async def _import(config: Config, args: argparse.Namespace) -> int:
                     counts = {action: sum(s.action == action for s in steps) for action in (ADD, UPDATE, UNCHANGED)}
             else:
                 counts = await apply_import(session, await _group_id(session, args, create=True), rows,
-                                            by=f"cli:{getpass.getuser()}")
+                                            by=cli_actor())
             summary = (f"{counts[ADD]} added, {counts[UPDATE]} updated, {counts[UNCHANGED]} unchanged "
                        f"({_where(args)})")
             if args.dry_run:
                 print(f"dry run, nothing written: would be {summary}")
                 return 0
-            await _audit(session, args, "faq import", summary, args.file)
+            await audit(session, "faq import", args=args.file, detail=summary, **_place(args))
     print(summary)
     return 0
 
@@ -156,10 +181,10 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
             group_id = await _group_id(session, args, create=True)
             saved = await store.save_entry(session, group_id=group_id, question=question,
                                            question_key=question_key(question), answer=answer, aliases=aliases,
-                                           by=f"cli:{getpass.getuser()}")
+                                           by=cli_actor())
             what = "added" if saved.created else "updated" if saved.changed else "unchanged"
             detail = f"{what} #{saved.entry.id} {question} ({_where(args)})"
-            await _audit(session, args, "faq add", detail, question)
+            await audit(session, "faq add", args=question, detail=detail, **_place(args))
     print(detail)
     return 0
 
@@ -173,8 +198,34 @@ async def _remove(config: Config, args: argparse.Namespace) -> int:
                 raise UsageProblem(f"no entry {args.entry!r} among the {_where(args)}; see `qunbot faq list`")
             await store.remove_entry(session, entry)
             detail = f"removed #{entry.id} {entry.question} ({_where(args)})"
-            await _audit(session, args, "faq remove", detail, args.entry)
+            await audit(session, "faq remove", args=args.entry, detail=detail, **_place(args))
     print(detail)
+    return 0
+
+
+async def _scope(config: Config, args: argparse.Namespace) -> int:
+    async with open_database(config) as db:
+        try:
+            async with db.read_session() as session:
+                group_id = await _group_id(session, args, create=False)
+        except UsageProblem as exc:
+            raise await problem(db, args, "faq scope", str(exc), args.channel, args.group) from None
+        assert group_id is not None
+        if args.scope is None:
+            async with db.read_session() as session:
+                current = await store.group_scope(session, group_id)
+            print(f"faq scope of {_where(args)}: {current} ({SCOPE_MEANING[current]})")
+            return 0
+        scope = scope_named(args.scope)
+        assert scope is not None  # argparse checked the word
+        async with db.session() as session:
+            old, changed = await change_scope(session, group_id, scope)
+            await audit(session, "faq scope", args=args.scope, detail=changed or f"faq scope {scope} (unchanged)",
+                        **_place(args))
+    if changed is None:
+        print(f"faq scope of {_where(args)} is {scope} already ({SCOPE_MEANING[scope]})")
+    else:
+        print(f"faq scope of {_where(args)}: {old} -> {scope} ({SCOPE_MEANING[scope]})")
     return 0
 
 

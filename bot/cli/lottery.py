@@ -8,11 +8,11 @@ doors). `verify` recomputes a drawn lottery from its published seed and the stor
 from __future__ import annotations
 
 import argparse
-import getpass
 import secrets
 
 from bot import lottery_draw
 from bot.cli import UsageProblem, open_database
+from bot.cli.common import cli_actor, problem, record
 from bot.config import Config
 from bot.dispatcher import Registry
 from bot.templates import Templates
@@ -75,18 +75,6 @@ def _group_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", default="simulator", help="the channel the group is on (default: simulator)")
 
 
-async def _record(db: Database, args: argparse.Namespace, command: str, result: str, detail: str,
-                  channel: str = "", group: str = "") -> None:
-    async with db.session() as session:
-        await audit_store.record(session, source="cli", channel=channel, group=group, actor=getpass.getuser(),
-                                 command=f"lottery {command}", args=_args_text(args), result=result, detail=detail)
-
-
-def _args_text(args: argparse.Namespace) -> str:
-    skip = {"handler", "command", "lottery_command", "config", "log_level"}
-    return " ".join(f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in skip and v not in (None, False))
-
-
 async def _create(config: Config, args: argparse.Namespace) -> int:
     from handlers import load_features
     from handlers.lottery import (
@@ -108,12 +96,12 @@ async def _create(config: Config, args: argparse.Namespace) -> int:
             definition = check_definition(config, commands, title=args.title, prizes=args.prize,
                                           deadline=args.deadline, keyword=args.keyword, min_days=args.min_days,
                                           exclude_admins=args.exclude_admins, now=now, tz=tz)
-            lottery, prizes = await create_lottery(db, group, definition, created_by=f"cli:{getpass.getuser()}",
+            lottery, prizes = await create_lottery(db, group, definition, created_by=cli_actor(),
                                                    now=now)
-        except CreateProblem as problem:
-            await _record(db, args, "create", audit_store.USAGE, problem.render(templates), args.channel, args.group)
-            raise UsageProblem(problem.render(templates)) from None
-        await _record(db, args, "create", audit_store.OK,
+        except CreateProblem as mistake:
+            raise await problem(db, args, "lottery create", mistake.render(templates), args.channel,
+                                args.group) from None
+        await record(db, args, "lottery create", audit_store.OK,
                       f"created lottery {lottery.id} {lottery.title!r}, commitment {lottery.commitment}",
                       args.channel, args.group)
     print(f"lottery {lottery.id} created in {args.channel}/{args.group}")
@@ -175,20 +163,19 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _draw(config: Config, args: argparse.Namespace) -> int:
-    holder = f"cli:{getpass.getuser()}:{secrets.token_hex(4)}"
+    holder = f"{cli_actor()}:{secrets.token_hex(4)}"
     async with open_database(config) as db:
         lottery = await _load(db, args.id)
         group = await _group_of(db, lottery)
         claimed = await store.claim(db, lottery.id, holder=holder, lease_seconds=config.lottery.lease_seconds,  # type: ignore[arg-type]
                                     now=utcnow(), early=True)
         drawn = claimed is not None and await store.record_draw(db, lottery.id, holder=holder,  # type: ignore[arg-type]
-                                                                actor=f"cli:{getpass.getuser()}", now=utcnow())
+                                                                actor=cli_actor(), now=utcnow())
         lottery = await _load(db, args.id)
         if not drawn:
             detail = f"lottery {lottery.id} is {lottery.status}: not drawn"
-            await _record(db, args, "draw", audit_store.USAGE, detail, group.channel, group.external_id)
-            raise UsageProblem(detail)
-        await _record(db, args, "draw", audit_store.OK,
+            raise await problem(db, args, "lottery draw", detail, group.channel, group.external_id)
+        await record(db, args, "lottery draw", audit_store.OK,
                       f"drew lottery {lottery.id}: {lottery.entrant_count} entrants, seed {lottery.seed}",
                       group.channel, group.external_id)
     print(f"lottery {lottery.id} drawn: {lottery.entrant_count} entrants; the running bot announces it")
@@ -196,22 +183,17 @@ async def _draw(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _redraw(config: Config, args: argparse.Namespace) -> int:
-    actor = getpass.getuser()
     async with open_database(config) as db:
         lottery = await _load(db, args.id)
         group = await _group_of(db, lottery)
         try:
             async with db.session() as session:
-                member = await store.find_entrant(session, lottery.id, args.winner)  # type: ignore[arg-type]
-                if member is None:
-                    raise store.LotteryError("not_a_winner", f"{args.winner!r} did not enter lottery {lottery.id}")
-                winner = await store.redraw(session, lottery, prize_name=args.prize, member_id=member.id,  # type: ignore[arg-type]
-                                            actor=f"cli:{actor}", reason=args.reason, now=utcnow())
+                winner = await store.redraw_winner(session, lottery, prize_name=args.prize, who=args.winner,
+                                                   actor=cli_actor(), reason=args.reason, now=utcnow())
         except store.LotteryError as exc:
-            await _record(db, args, "redraw", audit_store.USAGE, str(exc), group.channel, group.external_id)
-            raise UsageProblem(str(exc)) from None
+            raise await problem(db, args, "lottery redraw", str(exc), group.channel, group.external_id) from None
         detail = f"lottery {lottery.id} {args.prize}: {args.winner} forfeited ({args.reason}), pick {winner.pick} -> {winner.user}"
-        await _record(db, args, "redraw", audit_store.OK, detail, group.channel, group.external_id)
+        await record(db, args, "lottery redraw", audit_store.OK, detail, group.channel, group.external_id)
     print(detail)
     return 0
 
@@ -224,9 +206,8 @@ async def _cancel(config: Config, args: argparse.Namespace) -> int:
             done = await store.cancel(session, lottery.id, None, utcnow())  # type: ignore[arg-type]
         if not done:
             detail = f"lottery {lottery.id} is {lottery.status}: only an open lottery can be cancelled"
-            await _record(db, args, "cancel", audit_store.USAGE, detail, group.channel, group.external_id)
-            raise UsageProblem(detail)
-        await _record(db, args, "cancel", audit_store.OK, f"cancelled lottery {lottery.id}", group.channel,
+            raise await problem(db, args, "lottery cancel", detail, group.channel, group.external_id)
+        await record(db, args, "lottery cancel", audit_store.OK, f"cancelled lottery {lottery.id}", group.channel,
                       group.external_id)
     print(f"lottery {lottery.id} cancelled")
     return 0

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from bot.cli import UsageProblem, open_database
+from bot.cli.common import cli_actor, problem, record
 from bot.config import Config
 from bot.push_spec import (
     KINDS,
@@ -112,23 +112,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _args_text(args: argparse.Namespace) -> str:
-    skip = {"handler", "command", "push_command", "tag_command", "config", "log_level"}
-    return " ".join(f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in skip and v not in (None, False))
-
-
-async def _record(db: Database, args: argparse.Namespace, command: str, result: str, detail: str,
-                  channel: str = "", group: str = "") -> None:
-    async with db.session() as session:
-        await audit_store.record(session, source="cli", channel=channel, group=group, actor=getpass.getuser(),
-                                 command=f"push {command}", args=_args_text(args), result=result, detail=detail)
-
-
-async def _problem(db: Database, args: argparse.Namespace, command: str, message: str) -> UsageProblem:
-    await _record(db, args, command, audit_store.USAGE, message)
-    return UsageProblem(message)
-
-
 async def resolve_group(db: Database, ref: str, channel: str | None) -> Group:
     """A group named on the command line (`channel:id` or an id on `channel`), created if new."""
     try:
@@ -180,7 +163,7 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
             if not (args.group or args.tag or args.all or plan):
                 raise CampaignError("targets", "give --group, --tag or --all (or --campaign to take its groups)")
         except CampaignError as exc:
-            raise await _problem(db, args, "add", str(exc)) from None
+            raise await problem(db, args, "push add", str(exc)) from None
         tz = args.timezone or (plan.campaign.timezone if plan else config.timezone)
         try:
             check_timezone(tz)
@@ -197,14 +180,14 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
             else:
                 check_content(text, config.push.dates)
         except SpecError as exc:
-            raise await _problem(db, args, "add", str(exc)) from None
+            raise await problem(db, args, "push add", str(exc)) from None
         except OSError as exc:
-            raise await _problem(db, args, "add", f"cannot read {args.file}: {exc.strerror}") from None
+            raise await problem(db, args, "push add", f"cannot read {args.file}: {exc.strerror}") from None
         group_ids: list[int] = []
         for ref in args.group or []:
             group = await resolve_group(db, ref, args.channel)
             if group.external_id == store.DIRECT_SCOPE:
-                raise await _problem(db, args, "add", f"{ref}: a door's 1:1 scope is not a group to post into")
+                raise await problem(db, args, "push add", f"{ref}: a door's 1:1 scope is not a group to post into")
             group_ids.append(group.id)  # type: ignore[arg-type]
         kind = store.GROUPS if args.group else store.TAG if args.tag else store.ALL
         targets = {"target_kind": kind, "target_tag": args.tag, "group_ids": tuple(group_ids),
@@ -222,14 +205,14 @@ async def _add(config: Config, args: argparse.Namespace) -> int:
 
         try:
             async with db.session() as session:
-                post = await store.create_post(session, fields, source=store.CLI, created_by=f"cli:{getpass.getuser()}",
+                post = await store.create_post(session, fields, source=store.CLI, created_by=cli_actor(),
                                                now=now)
         except IntegrityError:
-            raise await _problem(db, args, "add", f"a live post is already named {args.name!r}") from None
+            raise await problem(db, args, "push add", f"a live post is already named {args.name!r}") from None
         detail = f"added post {post.id} ({schedule.describe(tz)}, {tz})"
         if plan is not None:
             detail += f" to campaign {plan.campaign.name}" + (f", phase {phase}" if phase else "")
-        await _record(db, args, "add", audit_store.OK, detail)
+        await record(db, args, "push add", audit_store.OK, detail)
         print(f"post {post.id} added: {schedule.describe(tz)} in {tz} -> {await _targets_text(db, post)}")
         if plan is not None:
             from storage.campaign import phase_label
@@ -278,7 +261,7 @@ async def _switch(config: Config, args: argparse.Namespace) -> int:
         detail = f"post {post.id} {what}" if done else f"post {post.id} was already {what}"
         if post.source == store.CONFIG and done:
             detail += " (declared in the config file: the next start-up applies the file again)"
-        await _record(db, args, args.push_command, audit_store.OK, detail)
+        await record(db, args, f"push {args.push_command}", audit_store.OK, detail)
     print(detail)
     return 0
 
@@ -379,7 +362,7 @@ async def _tag(config: Config, args: argparse.Namespace) -> int:
                     done = await store.remove_tag(session, group.id, tag)  # type: ignore[arg-type]
             verb = "tagged" if args.tag_command == "add" else "untagged"
             lines.append(f"{group.channel}/{group.external_id} {verb} {tag}" + ("" if done else " (no change)"))
-        await _record(db, args, f"tag {args.tag_command}", audit_store.OK, "; ".join(lines))
+        await record(db, args, f"push tag {args.tag_command}", audit_store.OK, "; ".join(lines))
     print("\n".join(lines))
     return 0
 
@@ -411,11 +394,11 @@ async def _limits(config: Config, args: argparse.Namespace) -> int:
                     raise SpecError("cap", f"--daily-cap must be 0..{MAX_DAILY_CAP} or default")
                 values["daily_cap"] = None if raw == "default" else int(raw)
         except SpecError as exc:
-            raise await _problem(db, args, "limits", str(exc)) from None
+            raise await problem(db, args, "push limits", str(exc)) from None
         if values:
             async with db.session() as session:
                 await store.set_group_settings(session, group.id, utcnow(), **values)
-            await _record(db, args, "limits", audit_store.OK, f"set {values}", group.channel, group.external_id)
+            await record(db, args, "push limits", audit_store.OK, f"set {values}", group.channel, group.external_id)
         async with db.read_session() as session:
             settings = await store.group_settings(session, group.id)
     quiet = settings.quiet_hours if settings and settings.quiet_hours is not None else None

@@ -76,7 +76,7 @@ CONSOLE = web.AppKey("console", Console)
 
 def add_routes(app: web.Application, runtime: Runtime) -> Console:
     """Mount the console (pages, static files, API) on the app."""
-    from bot.console import api, campaigns, faq, lottery, pages, push  # noqa: F401 - importing declares their routes
+    from bot.console import api, campaigns, faq, lottery, pages, push, users  # noqa: F401 - importing declares their routes
 
     console = Console(runtime)
     app[CONSOLE] = console

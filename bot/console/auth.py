@@ -95,15 +95,23 @@ async def check_password(password: str, encoded: str | None) -> bool:
     return await asyncio.to_thread(verify_password, password, encoded)
 
 
+def password_rule_broken(password: str, config: ConsoleConfig) -> str | None:
+    """Which rule a new password breaks ("password_short", "password_long", "password_spaces"), or None."""
+    if len(password) < config.min_password_length:
+        return "password_short"
+    if len(password) > 1024:
+        return "password_long"
+    if password.strip() != password:
+        return "password_spaces"
+    return None
+
+
 def password_problem(password: str, config: ConsoleConfig) -> str | None:
     """Why a new password is refused (English, for the CLI), or None."""
-    if len(password) < config.min_password_length:
-        return f"the password must be at least {config.min_password_length} characters long"
-    if len(password) > 1024:
-        return "the password is longer than 1024 characters"
-    if password.strip() != password:
-        return "the password must not start or end with spaces"
-    return None
+    return {"password_short": f"the password must be at least {config.min_password_length} characters long",
+            "password_long": "the password is longer than 1024 characters",
+            "password_spaces": "the password must not start or end with spaces",
+            None: None}[password_rule_broken(password, config)]
 
 
 # -- client address, origin -------------------------------------------------------------------------

@@ -1,15 +1,16 @@
 """The console's lottery routes: create (title, keyword, prizes, deadline, eligibility), the entrants, draw
-now, cancel, and the published proof with its verification.
+now, cancel, redraw an unclaimed prize, and the published proof with its verification.
 
 The domain code is the chat command's and the CLI's: handlers.lottery (check_definition, create_lottery:
 the same checks as 抽奖 创建 and `qunbot lottery create`), storage.lottery (claim, record_draw, cancel,
-winners, entrant_rows), scheduler.lottery.draw_and_announce (the announcement, as at the deadline) and
+redraw_winner, winners, entrant_rows), scheduler.lottery.draw_and_announce (the announcement, as at the deadline) and
 storage.lottery.verify_stored, which recomputes a draw from its seed and the frozen entrant list exactly as
 `qunbot lottery verify` does. Every change is audited with source "console".
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
@@ -20,6 +21,7 @@ from storage import lottery as store
 from storage.db import utcnow
 from storage.groups import Group
 
+log = logging.getLogger("qunbot.console")
 STATES = [store.OPEN, store.DRAWING, store.DRAWN, store.CANCELLED]
 # Which form field a handlers.lottery.CreateProblem is about.
 PROBLEM_FIELD = {"title": "title", "prize": "prizes", "prize_name": "prizes", "prize_duplicate": "prizes",
@@ -238,4 +240,55 @@ async def cancel_lottery(req: ApiRequest) -> dict[str, Any]:
                         detail=f"lottery {lottery.id} is {lottery.status}: not cancelled")
         raise ApiError(400, "lottery_not_open", req.console.text(f"lottery.status_{lottery.status}"))
     await req.audit("lottery cancel", group=group, args=str(lottery.id), detail=f"cancelled lottery {lottery.id}")
+    return await detail_json(req, lottery.id)  # type: ignore[arg-type]
+
+
+@api.route("POST", "/lotteries/{lottery_id}/redraw", summary="Redraw a prize whose winner did not claim it",
+           access=WRITE, tag="lottery",
+           body=s.obj({"prize": s.string("the prize's name", min_length=1, max_length=32),
+                       "winner": s.string("the winner who forfeits it: platform user id (or name)", min_length=1,
+                                          max_length=128),
+                       "reason": s.string("why it is forfeited (shown in the result and the audit log)",
+                                          min_length=1, max_length=255)}),
+           response=DETAIL,
+           description="What 抽奖 重抽 and `qunbot lottery redraw` do (storage.lottery.redraw_winner): the winner "
+                       "forfeits the prize and the next pick of the same seeded shuffle gets it, so the proof still "
+                       "verifies; the group is told where its door can post. 400 (bad_redraw) with the reason when "
+                       "the lottery is not drawn, the prize is unknown or a points prize, or that member holds no "
+                       "such prize.")
+async def redraw_lottery(req: ApiRequest) -> dict[str, Any]:
+    from bot.events import Reply
+    from scheduler.lottery import publish_draw
+
+    lottery = await _visible(req, req.params["lottery_id"], write=True)
+    group = await req.group(lottery.group_id)
+    body = req.body
+    prize, who = body["prize"].strip(), body["winner"].strip()
+    reason = body["reason"].strip() or req.runtime.templates.raw("lottery.default_reason")
+    args = f"{lottery.id} {prize} {who} {reason}"
+    try:
+        async with req.db.session() as session:
+            fresh = await store.redraw_winner(session, lottery, prize_name=prize, who=who, reason=reason,
+                                              actor=f"console:{req.account.username}", now=utcnow())
+    except store.LotteryError as exc:
+        await req.audit("lottery redraw", group=group, args=args, result="usage", detail=str(exc))
+        text = req.runtime.templates.render(f"lottery.err_{exc.code}", who=who.lstrip("@"), prize=prize,
+                                            id=lottery.id, title=lottery.title)
+        raise ApiError(400, "bad_redraw", text,
+                       field="winner" if exc.code == "not_a_winner" else "prize" if "prize" in exc.code else None
+                       ) from None
+    async with req.db.read_session() as session:
+        views = {w.pick: w for w in await store.winners(session, lottery.id)}  # type: ignore[arg-type]
+    new = views[fresh.pick]
+    old = views[new.replaces_pick]  # type: ignore[index]
+    await req.audit("lottery redraw", group=group, args=args,
+                    detail=f"lottery {lottery.id} {prize}: {old.user} forfeited ({reason}), pick {new.pick} -> {new.user}")
+    # Tell the group (or, in a 1:1 scope, the new winner) as the chat command's answer does.
+    announcement = Reply(req.runtime.templates.render(
+        "lottery.redrawn", id=lottery.id, title=lottery.title, prize=prize, old=old.name, new=new.name, reason=reason,
+        pick=new.pick), mentions=[new.user])
+    try:
+        await publish_draw(req.runtime, lottery, announcement)
+    except Exception:
+        log.warning("lottery redraw not announced", exc_info=True, extra={"lottery": lottery.id})
     return await detail_json(req, lottery.id)  # type: ignore[arg-type]

@@ -41,6 +41,8 @@ class Page:
     key: str
     path: str
     nav: bool = True
+    # Only for ops admins: left out of the others' navigation, 403 for them (its API refuses them too).
+    admin_only: bool = False
 
 
 PAGES: list[Page] = [
@@ -52,6 +54,7 @@ PAGES: list[Page] = [
     Page("lottery", "/console/lottery"),
     Page("members", "/console/members"),
     Page("audit", "/console/audit"),
+    Page("users", "/console/users", admin_only=True),
 ]
 
 
@@ -80,15 +83,19 @@ def mount(app: web.Application, console: Console) -> None:
             live = await auth.current_session(console.runtime.db, request, console.config)
             if live is None:
                 raise web.HTTPFound(f"{LOGIN_PATH}?next={quote(request.path_qs, safe='')}")
+            account = live.account
+            is_admin = account.role == console_store.OPS_ADMIN
+            if page.admin_only and not is_admin:
+                return web.Response(status=403, text=console.text("error.forbidden"), charset="utf-8",
+                                    headers=PAGE_HEADERS)
             nav = []
             for other in PAGES:
-                if other.nav:
+                if other.nav and (is_admin or not other.admin_only):
                     current = ' aria-current="page" class="current"' if other.key == page.key else ""
                     nav.append(f'<a href="{esc(other.path)}"{current}>{esc(console.text("nav." + other.key))}</a>')
             if console.simulator_url:
                 nav.append(f'<a href="{esc(console.simulator_url)}" target="_blank" rel="noopener" id="nav-simulator">'
                            f'{esc(console.text("nav.simulator"))} ↗</a>')
-            account = live.account
             me = {"username": account.username, "role": account.role, "can_write": account.can_write,
                   "csrf_token": live.csrf_token, "simulator_url": console.simulator_url,
                   "timezone": console.runtime.config.timezone}

@@ -52,6 +52,14 @@ LIST_WORDS = {"列表", "查看", "list", "ls"}
 ADD_WORDS = {"添加", "增加", "新增", "修改", "add"}
 ADD_GLOBAL_WORDS = {"添加通用", "添加全局", "新增通用", "add-global"}
 REMOVE_WORDS = {"删除", "移除", "remove", "del", "rm"}
+SCOPE_ACTION_WORDS = {"范围", "scope"}
+# What 问答 范围 and `qunbot faq scope` accept for each FAQ scope (storage.faq.SCOPES).
+SCOPE_WORDS = {
+    **dict.fromkeys(("全部", "都", "两者", "all", "both"), store.SCOPE_ALL),
+    **dict.fromkeys(("本群", "仅本群", "群内", "group"), store.SCOPE_GROUP),
+    **dict.fromkeys(("通用", "仅通用", "全局", "global"), store.SCOPE_GLOBAL),
+    **dict.fromkeys(("关闭", "关", "不回答", "off", "none"), store.SCOPE_OFF),
+}
 LIST_LIMIT = 30
 # Leading @-mentions ("@群助手 怎么退货") are not part of the question.
 _MENTIONS = re.compile(r"^\s*(?:@\S+\s+)+")
@@ -72,7 +80,7 @@ def setup(registry: Registry) -> None:
 
     @registry.command("问答", "/faq", description="常见问题：查看列表；管理员可添加、删除",
                       usage="问答 [列表] ｜ 问答 添加 问题 | 答案 | 别名1|别名2 ｜ 问答 删除 编号或问题"
-                            " ｜ 问答 添加通用 …（机器人管理员）",
+                            " ｜ 问答 范围 [全部|本群|通用|关闭] ｜ 问答 添加通用 …（机器人管理员）",
                       role=Role.MEMBER, audited=False)
     async def faq_command(event: Command, ctx: Context) -> Reply:
         action, rest = _split_action(event)
@@ -83,6 +91,10 @@ def setup(registry: Registry) -> None:
                                 else Role.GROUP_ADMIN, lambda: _add(ctx, rest, glob=action in ADD_GLOBAL_WORDS))
         if action in REMOVE_WORDS:
             return await _admin(event, ctx, f"问答 {action}", Role.GROUP_ADMIN, lambda: _remove(ctx, rest))
+        if action in SCOPE_ACTION_WORDS:
+            if not rest:
+                return Reply(await render_scope(ctx))
+            return await _admin(event, ctx, f"问答 {action}", Role.GROUP_ADMIN, lambda: _set_scope(ctx, rest))
         raise UsageError(ctx.templates.render("faq.problem_unknown_action", action=action))
 
 
@@ -280,7 +292,7 @@ async def _admin(event: Command, ctx: Context, command: str, needed: Role, actio
     else:
         try:
             text, result = await action(), audit_store.OK
-            detail = text
+            detail = ctx.audit_detail or text
         except UsageError as exc:
             await _audit(ctx, event, command, audit_store.USAGE, str(exc), group)
             raise
@@ -345,6 +357,42 @@ async def _remove(ctx: Context, rest: str) -> str:
             raise PermissionError(t.render("faq.global_refused", question=entry.question))
         await store.remove_entry(session, entry)
     return t.render("faq.removed", id=entry.id, question=entry.question)
+
+
+def scope_named(word: str) -> str | None:
+    """The FAQ scope a word names (全部/本群/通用/关闭, all/both/group/global/off, any case), or None."""
+    return SCOPE_WORDS.get(unicodedata.normalize("NFKC", word).strip().lower())
+
+
+async def change_scope(session, group_id: int, scope: str) -> tuple[str, str | None]:  # noqa: ANN001 - AsyncSession
+    """Set a group's FAQ scope (what 问答 范围 and `qunbot faq scope` call): (the previous scope, the audit
+    detail "faq scope <old> -> <new>", None when nothing changed)."""
+    old = await store.set_group_scope(session, group_id, scope)
+    return old, (f"faq scope {old} -> {scope}" if old != scope else None)
+
+
+async def render_scope(ctx: Context) -> str:
+    """问答 范围: which entries answer in this group, and how to change it."""
+    assert ctx.group_row is not None
+    async with ctx.db.read_session() as session:
+        scope = await store.group_scope(session, ctx.group_row.id)  # type: ignore[arg-type]
+    t = ctx.templates
+    return t.render("faq.scope_show", scope=t.raw(f"faq.scope_name_{scope}"))
+
+
+async def _set_scope(ctx: Context, rest: str) -> str:
+    t = ctx.templates
+    scope = scope_named(rest)
+    if scope is None:
+        raise UsageError(t.render("faq.problem_unknown_scope", word=rest.strip()))
+    assert ctx.group_row is not None
+    async with ctx.db.session() as session:
+        old, changed = await change_scope(session, ctx.group_row.id, scope)  # type: ignore[arg-type]
+    ctx.audit_detail = changed or f"faq scope {scope} (unchanged)"
+    name = t.raw(f"faq.scope_name_{scope}")
+    if changed is None:
+        return t.render("faq.scope_same", scope=name)
+    return t.render("faq.scope_set", scope=name, old=t.raw(f"faq.scope_name_{old}"))
 
 
 async def find_entry(session, group_id: int | None, what: str) -> FaqEntry | None:  # noqa: ANN001 - AsyncSession

@@ -43,6 +43,9 @@ TEXT_LIMIT_BYTES = 2048
 WELCOME_TEXT_LIMIT_BYTES = 3000
 MAX_WELCOME_TEMPLATES = 100
 MAX_MSG_TEMPLATE_CHATS = 2000
+MSG_TEMPLATE_TEXT_LIMIT_BYTES = 4000
+# get_groupmsg_task / get_groupmsg_send_result: most rows a page returns (a larger `limit` is cut to it).
+GROUPMSG_PAGE_LIMIT = 1000
 # Smart bot response_url (docs/platform.md §5): usable once, within an hour. What WeCom answers to a second
 # use or a late one is unconfirmed, so the generic "invalid parameter" with a telling errmsg.
 RESPONSE_URL_PATH = "/cgi-bin/aibot/response"
@@ -81,6 +84,15 @@ class FakeWeCom:
         self.sent_messages: list[dict[str, Any]] = []  # message/send bodies
         self.appchat_messages: list[dict[str, Any]] = []  # appchat/send bodies
         self.msg_templates: list[dict[str, Any]] = []  # add_msg_template bodies, plus "msgid"
+        # Customer-group mass-message tasks by msgid: {"sender", "chats", "text", "status": "unsent" | "sent" |
+        # "cancelled", "send_time", "results": {chat_id: status}} (get_groupmsg_* answer from here).
+        self.group_msg_tasks: dict[str, dict[str, Any]] = {}
+        # Mass messages a customer group may receive per calendar month (None: no limit); beyond it a
+        # confirmed task's send result says 3 for the group ("already received other mass messages").
+        self.group_msg_month_limit: int | None = None
+        self._group_msgs_received: dict[tuple[str, str], int] = defaultdict(int)
+        # Chats the app created (appchat/send refuses others); None: any chatid is taken.
+        self.appchats: set[str] | None = None
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, json body or None)
         self.response_urls: dict[str, float] = {}  # smart bot response_code -> monotonic issue time
         self.used_response_codes: set[str] = set()
@@ -109,6 +121,9 @@ class FakeWeCom:
             "/cgi-bin/message/send": self._message_send,
             "/cgi-bin/appchat/send": self._appchat_send,
             "/cgi-bin/externalcontact/add_msg_template": self._add_msg_template,
+            "/cgi-bin/externalcontact/get_groupmsg_task": self._get_groupmsg_task,
+            "/cgi-bin/externalcontact/get_groupmsg_send_result": self._get_groupmsg_send_result,
+            "/cgi-bin/externalcontact/cancel_groupmsg_send": self._cancel_groupmsg_send,
         }
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -445,19 +460,95 @@ class FakeWeCom:
     async def _appchat_send(self, body: dict[str, Any]) -> dict[str, Any]:
         if not body.get("chatid"):
             raise _Refusal(ERR_INVALID_PARAM, "chatid missing")
+        if self.appchats is not None and body["chatid"] not in self.appchats:
+            raise _Refusal(ERR_UNKNOWN_CHAT)  # the code for an unknown appchat is unconfirmed
         _check_text(body)
         self.appchat_messages.append(body)
         return {}
 
     async def _add_msg_template(self, body: dict[str, Any]) -> dict[str, Any]:
         chats = body.get("chat_id_list") or []
+        sender = body.get("sender")
+        text = (body.get("text") or {}).get("content")
+        if text is not None and len(str(text).encode("utf-8")) > MSG_TEMPLATE_TEXT_LIMIT_BYTES:
+            raise _Refusal(ERR_INVALID_PARAM, "text.content exceeds 4000 bytes")
         if body.get("chat_type") == "group":
-            if not body.get("sender") or not chats or len(chats) > MAX_MSG_TEMPLATE_CHATS:
+            if not sender or not chats or len(chats) > MAX_MSG_TEMPLATE_CHATS:
                 raise _Refusal(ERR_INVALID_PARAM, "sender and 1..2000 chat_id_list required")
         msgid = "msg" + secrets.token_hex(12)
         self.msg_templates.append({**body, "msgid": msgid})
-        # Documented as the targets that could not be sent to; here: chats the fake does not know.
-        return {"msgid": msgid, "fail_list": [c for c in chats if c not in self.group_chats]}
+        # Documented as the targets that could not be sent to; here: chats the fake does not know, and (as
+        # the sender must own the groups) chats it knows with another owner.
+        failed = [c for c in chats if c not in self.group_chats or self.group_chats[c]["owner"] not in ("", sender)]
+        if body.get("chat_type") == "group":
+            self.group_msg_tasks[msgid] = {"sender": sender, "chats": [c for c in chats if c not in failed],
+                                           "text": text, "status": "unsent", "send_time": None, "results": {}}
+        return {"msgid": msgid, "fail_list": failed}
+
+    # ---- customer-group mass messages: what the sender does in the client, and what WeCom tells about it --
+
+    def confirm_group_msg(self, msgid: str, *, leave_out: Iterable[str] = ()) -> dict[str, int]:
+        """The sender confirms the task in the WeCom client: it goes to its groups (but `leave_out`, which
+        the sender deselected); a group beyond `group_msg_month_limit` this month is refused (status 3).
+        Each group's send result."""
+        task = self.group_msg_tasks[msgid]
+        if task["status"] != "unsent":
+            raise ValueError(f"task {msgid} is {task['status']}: it cannot be sent")
+        now = int(time.time())
+        month = time.strftime("%Y-%m", time.localtime(now))
+        skipped = set(leave_out)
+        for chat in task["chats"]:
+            if chat in skipped:
+                task["results"][chat] = 0
+            elif self.group_msg_month_limit is not None and \
+                    self._group_msgs_received[(chat, month)] >= self.group_msg_month_limit:
+                task["results"][chat] = 3
+            else:
+                self._group_msgs_received[(chat, month)] += 1
+                task["results"][chat] = 1
+        task["status"], task["send_time"] = "sent", now
+        return dict(task["results"])
+
+    def _group_msg_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        task = self.group_msg_tasks.get(str(body.get("msgid", "")))
+        if task is None:
+            raise _Refusal(ERR_INVALID_PARAM, "invalid msgid")  # the exact code is unconfirmed
+        return task
+
+    @staticmethod
+    def _page(rows: list[dict[str, Any]], body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        limit = min(int(body.get("limit") or GROUPMSG_PAGE_LIMIT), GROUPMSG_PAGE_LIMIT)
+        start = int(body.get("cursor") or 0)
+        end = start + limit
+        return rows[start:end], (str(end) if end < len(rows) else "")
+
+    async def _get_groupmsg_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        task = self._group_msg_task(body)
+        row: dict[str, Any] = {"userid": task["sender"], "status": 2 if task["status"] == "sent" else 0}
+        if task["status"] == "sent":  # send_time only once sent
+            row["send_time"] = task["send_time"]
+        rows, cursor = self._page([row], body)
+        return {"task_list": rows, "next_cursor": cursor}
+
+    async def _get_groupmsg_send_result(self, body: dict[str, Any]) -> dict[str, Any]:
+        task = self._group_msg_task(body)
+        if body.get("userid") != task["sender"]:
+            return {"send_list": [], "next_cursor": ""}
+        rows: list[dict[str, Any]] = []
+        for chat in task["chats"]:
+            status = task["results"].get(chat, 0)
+            row: dict[str, Any] = {"chat_id": chat, "userid": task["sender"], "status": status}
+            if status == 1:
+                row["send_time"] = task["send_time"]
+            rows.append(row)
+        page, cursor = self._page(rows, body)
+        return {"send_list": page, "next_cursor": cursor}
+
+    async def _cancel_groupmsg_send(self, body: dict[str, Any]) -> dict[str, Any]:
+        task = self._group_msg_task(body)
+        if task["status"] == "unsent":
+            task["status"] = "cancelled"
+        return {}
 
 
 class _Refusal(Exception):

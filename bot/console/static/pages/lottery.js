@@ -1,10 +1,12 @@
 /* 抽奖: the lotteries and a form to create one (title, keyword, prizes, deadline, eligibility); one lottery's
- * entrants, draw now, cancel, and the published proof (commitment, seed, entrant-list hash, winners) with its
- * verification, recomputed by the server as `qunbot lottery verify` does.
+ * entrants, draw now, cancel, redraw an unclaimed prize (with a reason), the rounds, and the published proof
+ * (commitment, seed, entrant-list hash, winners) with its verification, recomputed by the server as
+ * `qunbot lottery verify` does.
  * API: GET/POST /console/api/lotteries, GET /console/api/lotteries/ID, GET …/ID/entrants,
- * POST …/ID/draw, POST …/ID/cancel. */
+ * POST …/ID/draw, POST …/ID/cancel, POST …/ID/redraw. */
 (function () {
   const {api, h, t} = Console;
+  let flash = null;  // a message to show once, after the page is drawn again
 
   function groupName(g) { return g.name || g.external_id; }
   function statusBadge(status) { return h("span", {class: "badge lottery-" + status}, t("lottery.status_" + status)); }
@@ -114,6 +116,10 @@
     ]);
     root.append(h("p", {}, h("a", {href: "/console/lottery", onclick: (e) => { e.preventDefault(); Console.go({}); }}, "← " + t("common.back"))));
     root.append(h("h2", {id: "lottery-title"}, `#${l.id} ${l.title} `, statusBadge(l.status)));
+    if (flash) {
+      root.append(h("p", {class: "message ok", id: "lottery-flash", role: "status"}, flash));
+      flash = null;
+    }
     root.append(h("div", {class: "kpis small"},
       [[t("lottery.col_entrants"), l.entrant_count, "entrants"], [t("lottery.col_deadline"), l.deadline_local, "deadline"],
        [t("lottery.col_keyword"), l.keyword, "keyword"], [t("lottery.col_group"), groupName(l.group), "group"]].map(([label, value, key]) =>
@@ -155,14 +161,34 @@
       ], l.prizes, {id: "prizes-table"})));
 
     if (l.status === "drawn") {
-      root.append(h("section", {class: "card"}, h("h3", {}, t("lottery.winners_title")),
+      const points = new Set(l.prizes.filter((p) => p.points).map((p) => p.name));
+      const redrawable = (w) => l.can_write && !w.forfeited && !points.has(w.prize);
+      const section = h("section", {class: "card", id: "winners"}, h("h3", {}, t("lottery.winners_title")));
+      const columns = [
+        {label: t("lottery.prize_name"), value: (w) => `${w.prize} #${w.slot + 1}`},
+        {label: t("lottery.col_winner"), value: (w) => `${w.name} (${w.user})`},
+        {label: t("lottery.col_pick"), value: (w) => String(w.pick), cls: "num"},
+        {label: t("lottery.col_note"), value: (w) => w.forfeited ? t("lottery.forfeited", {reason: w.forfeit_reason || ""})
+          : w.replaces_pick !== null ? t("lottery.replaces", {pick: w.replaces_pick}) : ""},
+      ];
+      if (l.can_write) {
+        columns.push({label: "", value: (w) => redrawable(w) ? h("button", {type: "button", class: "link redraw-btn",
+          onclick: () => openRedraw(section, l, w, ctx)}, t("lottery.redraw")) : ""});
+      }
+      section.append(Console.table(columns, l.winners.map((w) => Object.assign(w, {__attrs: {"data-user": w.user,
+        "data-pick": w.pick, class: w.forfeited ? "forfeited" : null}})), {id: "winners-table"}));
+      root.append(section);
+    }
+    if (l.rounds.length) {
+      root.append(h("section", {class: "card"}, h("h3", {}, t("lottery.rounds_title")),
         Console.table([
-          {label: t("lottery.prize_name"), value: (w) => `${w.prize} #${w.slot + 1}`},
-          {label: t("lottery.col_winner"), value: (w) => `${w.name} (${w.user})`},
-          {label: t("lottery.col_pick"), value: (w) => String(w.pick), cls: "num"},
-          {label: t("lottery.col_note"), value: (w) => w.forfeited ? t("lottery.forfeited", {reason: w.forfeit_reason || ""})
-            : w.replaces_pick !== null ? t("lottery.replaces", {pick: w.replaces_pick}) : ""},
-        ], l.winners.map((w) => Object.assign(w, {__attrs: {"data-user": w.user}})), {id: "winners-table"})));
+          {label: t("lottery.col_round"), value: (r) => String(r.number + 1), cls: "num"},
+          {label: t("lottery.col_kind"), value: (r) => t("lottery.kind_" + r.kind)},
+          {label: t("lottery.col_picks"), value: (r) => r.picks > 1 ? `${r.first_pick}–${r.first_pick + r.picks - 1}` : String(r.first_pick)},
+          {label: t("lottery.col_actor"), value: (r) => r.actor},
+          {label: t("lottery.col_reason"), value: (r) => r.reason, cls: "wrap"},
+          {label: t("lottery.col_at"), value: (r) => Console.fmtTime(r.at)},
+        ], l.rounds, {id: "rounds-table"})));
     }
 
     const proof = l.proof;
@@ -188,6 +214,38 @@
         {label: t("lottery.col_joined"), value: (e) => Console.fmtTime(e.joined_at)},
       ], people.entrants, {id: "entrants-table"}),
       Console.pager(people.total, people.page, people.per_page, (n) => Console.go({lottery: l.id, page: n}))));
+  }
+
+  // The redraw form under the winners: the reason (prefilled 未领奖), then the server forfeits the winner and
+  // gives the prize to the next pick of the same seeded shuffle; the page shows the new proof, verified again.
+  function openRedraw(section, l, w, ctx) {
+    const old = section.querySelector("#redraw-form");
+    if (old) old.remove();
+    const form = h("form", {class: "card form", id: "redraw-form"},
+      h("h3", {}, t("lottery.redraw_title", {prize: w.prize, name: `${w.name} (${w.user})`})),
+      h("p", {class: "hint"}, t("lottery.redraw_hint")),
+      h("label", {"data-field": "reason"}, t("lottery.redraw_reason"),
+        h("input", {name: "reason", value: t("lottery.redraw_default_reason"), maxlength: 255, required: true})),
+      h("div", {class: "form-actions"},
+        h("button", {type: "submit", class: "primary", id: "redraw-confirm"}, t("lottery.redraw_confirm")),
+        h("button", {type: "button", onclick: () => form.remove()}, t("lottery.redraw_cancel"))));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const reason = form.elements.reason.value.trim();
+      const button = form.querySelector("#redraw-confirm");
+      button.disabled = true;
+      try {
+        const fresh = await api("POST", `/console/api/lotteries/${l.id}/redraw`, {prize: w.prize, winner: w.user, reason});
+        const now = fresh.winners.find((x) => x.replaces_pick === w.pick);
+        flash = t("lottery.redrawn", {name: w.name, prize: w.prize, new: now ? `${now.name} (${now.user})` : ""});
+        ctx.rerender();
+      } catch (err) {
+        Console.message(form, err.message, "error");
+        button.disabled = false;
+      }
+    });
+    section.append(form);
+    form.elements.reason.focus();
   }
 
   Console.page("lottery", async (root, ctx) => (ctx.params.lottery ? detail(root, ctx) : list(root, ctx)));

@@ -270,12 +270,12 @@
     const sm = data.summary;
     root.append(h("div", {class: "kpis small", id: "runs-summary"},
       [["runs", sm.runs], ["late", sm.late], ["skipped_runs", sm.skipped],
-       ...["sent", "pending", "sending", "failed", "skipped"].map((k) => [k, sm.deliveries[k]])].map(([key, value]) =>
+       ...["sent", "pending", "sending", "awaiting", "failed", "skipped"].map((k) => [k, sm.deliveries[k]])].map(([key, value]) =>
         h("div", {class: "kpi", "data-kpi": key}, h("span", {class: "kpi-value"}, String(value)),
           h("span", {class: "kpi-label"}, t("push.sum_" + key))))));
     const filter = h("select", {"aria-label": t("push.filter_state"), onchange: (e) => Console.go({runs: which, state: e.target.value})},
       h("option", {value: ""}, t("push.all_states")),
-      ["pending", "sending", "sent", "failed", "skipped"].map((k) => h("option", {value: k, selected: ctx.params.state === k}, t("push.delivery_" + k))));
+      ["pending", "sending", "awaiting", "sent", "failed", "skipped"].map((k) => h("option", {value: k, selected: ctx.params.state === k}, t("push.delivery_" + k))));
     root.append(h("div", {class: "toolbar"}, h("label", {}, t("push.filter_state") + " ", filter)));
     if (!data.runs.length) root.append(h("p", {class: "hint", id: "no-runs"}, t("push.no_runs")));
     for (const run of data.runs) {
