@@ -604,6 +604,8 @@ async def update_campaign(session: AsyncSession, campaign_id: int, fields: Campa
 
     fields = fields.normalized()
     fields.check()
+    # One edit at a time per campaign (PostgreSQL; SQLite has one writer anyway): its parts are rewritten.
+    await session.execute(select(Campaign.id).where(Campaign.id == campaign_id).with_for_update())
     campaign = await get_campaign(session, campaign_id)
     if campaign is None:
         raise CampaignError("not_found", f"no live campaign {campaign_id}", name=str(campaign_id))

@@ -3,6 +3,8 @@
 Every change to a scope's entries bumps that scope's revision in the same transaction, so each process can
 tell with one primary-key lookup whether its in-memory index is stale. Cooldowns are claimed with one
 atomic upsert: of two processes answering the same entry in the same group at the same moment, one wins.
+The console's daily counts (faq_daily_counts) and the unanswered log count each inbox event once: its id is
+the key of the counts (faq_counted_events), written in the same transaction.
 """
 
 from __future__ import annotations
@@ -128,6 +130,20 @@ class FaqDailyCount(SQLModel, table=True):
     unanswered: int = 0
 
 
+class FaqCountedEvent(SQLModel, table=True):
+    """An inbox event whose FAQ outcome is already in faq_daily_counts (and faq_unanswered).
+
+    The idempotency key of the counts: it is inserted in the transaction that adds them, so an event
+    processed again (its lease ran out after the FAQ counted but before the inbox marked it done) finds
+    its key and adds nothing.
+    """
+
+    __tablename__ = "faq_counted_events"
+
+    event_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    counted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 async def group_scope(session: AsyncSession, group_id: int) -> str:
     """The group's FAQ scope (SCOPE_ALL when never set)."""
     row = await session.get(FaqGroupSettings, group_id, populate_existing=True)
@@ -145,9 +161,29 @@ async def set_group_scope(session: AsyncSession, group_id: int, scope: str) -> s
     return before
 
 
+async def count_event(session: AsyncSession, *, event_id: int | None, group_id: int, day: date, answered: int = 0,
+                      suggested: int = 0, unanswered: int = 0) -> bool:
+    """Count one event's FAQ outcome in its group's local day, exactly once per inbox event.
+
+    The event's key (faq_counted_events) is inserted first, ON CONFLICT DO NOTHING, in the caller's
+    transaction: only the attempt that inserts it adds the counts, so a retried event (or two processes
+    finishing the same event) counts once, on SQLite and PostgreSQL alike. False when the event was
+    counted before: the caller skips whatever else it counts per event (the unanswered log). An event
+    without an inbox id (dispatched directly) is counted without a key.
+    """
+    if event_id is not None:
+        stmt = insert_for(session, FaqCountedEvent).values(event_id=event_id, counted_at=utcnow())
+        if not (await session.execute(stmt.on_conflict_do_nothing(index_elements=["event_id"]))).rowcount:
+            return False
+    await count_daily(session, group_id=group_id, day=day, answered=answered, suggested=suggested,
+                      unanswered=unanswered)
+    return True
+
+
 async def count_daily(session: AsyncSession, *, group_id: int, day: date, answered: int = 0, suggested: int = 0,
                       unanswered: int = 0) -> None:
-    """Add to a group's FAQ counts of a local day (atomic; created on first use)."""
+    """Add to a group's FAQ counts of a local day (atomic; created on first use). Not idempotent: the FAQ
+    handler counts through count_event."""
     table = FaqDailyCount.__table__.c  # type: ignore[attr-defined]
     stmt = insert_for(session, FaqDailyCount).values(group_id=group_id, day=day, answered=answered,
                                                      suggested=suggested, unanswered=unanswered)

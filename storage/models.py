@@ -15,7 +15,15 @@ from storage.campaign import (
 )
 from storage.checkin import Checkin, CheckinDayCount
 from storage.console import ConsoleLoginAttempt, ConsoleSession, ConsoleUser, ConsoleUserGroup
-from storage.faq import FaqCooldown, FaqDailyCount, FaqEntry, FaqGroupSettings, FaqRevision, FaqUnanswered
+from storage.faq import (
+    FaqCooldown,
+    FaqCountedEvent,
+    FaqDailyCount,
+    FaqEntry,
+    FaqGroupSettings,
+    FaqRevision,
+    FaqUnanswered,
+)
 from storage.gateway import GatewayOutbox
 from storage.groups import Group, Member, Membership
 from storage.inbox import InboxMessage
@@ -45,7 +53,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "AccessToken", "ApiFailure", "AuditEntry", "Campaign", "CampaignDate", "CampaignGroup", "CampaignLottery",
     "CampaignPhase", "CampaignReminder", "Checkin", "CheckinDayCount", "ConsoleLoginAttempt", "ConsoleSession",
-    "ConsoleUser", "ConsoleUserGroup", "FaqCooldown", "FaqDailyCount", "FaqEntry", "FaqGroupSettings",
+    "ConsoleUser", "ConsoleUserGroup", "FaqCooldown", "FaqCountedEvent", "FaqDailyCount", "FaqEntry", "FaqGroupSettings",
     "FaqRevision", "FaqUnanswered", "GatewayOutbox", "Group", "GroupAdmin", "InboxMessage", "Lease", "Lottery", "LotteryEntry", "LotteryPrize", "LotteryRound", "LotteryWinner", "Member", "MemberActivity", "Membership",
     "OfficialAccountReply", "PendingWelcome", "PlatformWelcomeTemplate", "PointsEntry", "PushDailyCount", "PushDelivery", "PushGroupSettings", "PushGroupTag", "PushPost",
     "PushPostGroup", "PushRun", "PushWorker", "RobotChat", "RobotReply", "RobotSendSlot", "SmartbotReply", "SmartbotWsLease", "SmartbotWsOutbox", "TranscriptMessage", "WeComGroupMsgTarget", "WeComGroupMsgTask", "WeComQuota", "WelcomeSettings", "metadata",

@@ -45,13 +45,12 @@ logging.getLogger("aiosqlite").addFilter(_HideWebhookKeys())
 # The beginning of time for a slot never used.
 NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
-# Reply states. pending: the handlers have not finished; ready: the content is known and nobody has
-# handed it over yet; late: the callback's budget ran out, so the webhook takes the reply when it is
-# ready; sending: a process is posting it through the webhook; delivered: handed over (see `via`);
-# failed: it never will be.
-PENDING, READY, LATE, SENDING, DELIVERED, FAILED = "pending", "ready", "late", "sending", "delivered", "failed"
-# How a delivered reply left: in the callback's encrypted response, through the webhook, or not at all.
-PASSIVE, WEBHOOK, NOTHING = "passive", "webhook", "nothing"
+# Reply states (storage.replies: pending, ready, delivered, failed) and the robot's own between them. late: the
+# callback's budget ran out, so the webhook takes the reply when it is ready; sending: a process is posting
+# it through the webhook.
+LATE, SENDING = "late", "sending"
+# How a delivered reply left: in the callback's encrypted response, through the webhook (or NOTHING).
+PASSIVE, WEBHOOK = "passive", "webhook"
 
 
 class RobotChat(SQLModel, table=True):
@@ -85,28 +84,18 @@ class RobotSendSlot(SQLModel, table=True):
     version: int = 0
 
 
-class RobotReply(SQLModel, table=True):
+class RobotReply(ReplyColumns, table=True):
     __tablename__ = "robot_replies"
     __table_args__ = (
         UniqueConstraint("msgid", name="uq_robot_replies_msgid"),
         Index("ix_robot_replies_status_ready", "status", "ready_at"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    # WeCom's MsgId of the message this answers.
-    msgid: str = Field(max_length=128)
-    # Where a webhook reply goes (the callback's ChatId).
+    # Where a webhook reply goes (the callback's ChatId). The content is markdown, mentions as <@userid>.
     chat_id: str = Field(max_length=128)
-    # The inbox key of the message's event.
-    event_key: str = Field(max_length=255)
-    status: str = Field(default=PENDING, max_length=16)
-    via: str | None = Field(default=None, max_length=16)
-    # The reply as markdown (mentions as <@userid>); "" when the handlers had nothing to say.
-    content: str | None = Field(default=None, sa_type=Text)
-    error: str | None = Field(default=None, sa_type=Text)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    ready_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+replies = Replies(RobotReply)
 
 
 # -- chats -------------------------------------------------------------------------------------------
@@ -174,53 +163,3 @@ async def finish_slot(db: Database, key_hash: str, slot: int, version: int, fini
     await fastsql.fetch(db, "UPDATE robot_send_slots SET used_at = ? "
                             "WHERE key_hash = ? AND slot = ? AND version = ? AND used_at > ?",
                         [finished_at, key_hash, slot, version, finished_at])
-
-
-# -- replies ---------------------------------------------------------------------------------------
-
-
-async def create_reply(session: AsyncSession, *, msgid: str, chat_id: str, event_key: str) -> None:
-    """The message's reply row, unless a copy of the message (a retry) created it already."""
-    await session.execute(
-        insert_for(session, RobotReply)
-        .values(msgid=msgid, chat_id=chat_id, event_key=event_key, status=PENDING, created_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["msgid"])
-    )
-
-
-async def reply_by_msgid(session: AsyncSession, msgid: str) -> RobotReply | None:
-    return (await session.execute(select(RobotReply).where(RobotReply.msgid == msgid))).scalar_one_or_none()
-
-
-async def settle(session: AsyncSession, msgid: str, *, from_status: str, to_status: str, via: str | None = None,
-                 content: str | None = None, error: str | None = None) -> bool:
-    """Move a reply on if it is still in `from_status`; True for the one caller that did."""
-    values: dict[str, object] = {"status": to_status}
-    if via is not None:
-        values["via"] = via
-    if content is not None:
-        values["content"] = content
-    if error is not None:
-        values["error"] = error[:4000]
-    if to_status == READY:
-        values["ready_at"] = utcnow()
-    if to_status in (DELIVERED, FAILED):
-        values["delivered_at"] = utcnow()
-    result = await session.execute(
-        update(RobotReply).where(RobotReply.msgid == msgid, RobotReply.status == from_status).values(**values)
-    )
-    return bool(result.rowcount)
-
-
-async def ready_unclaimed(session: AsyncSession, *, ready_before: datetime, limit: int = 100) -> list[RobotReply]:
-    """Replies ready since before `ready_before` that no callback handed over: the webhook's turn."""
-    return list((await session.execute(
-        select(RobotReply)
-        .where(RobotReply.status == READY, RobotReply.ready_at < ready_before)  # type: ignore[operator]
-        .order_by(RobotReply.id)
-        .limit(limit)
-    )).scalars())
-
-
-def stale_before(seconds: float) -> datetime:
-    return utcnow() - timedelta(seconds=seconds)

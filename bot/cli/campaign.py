@@ -372,7 +372,8 @@ async def _show(config: Config, args: argparse.Namespace) -> int:
             groups = await store.groups_of(session, c)
             figures = await store.summary(session, plan, today=today)
         state = f"removed {c.removed_at:%Y-%m-%d %H:%M} UTC" if c.removed_at else _where(plan, today)
-        print(f"campaign {c.id} {c.name}: {c.title}  [{state}]")
+        print(f"campaign {c.id} {c.name}: {c.title}  [{state}]" + (
+            " (declared in the config file)" if c.created_by == store.CONFIG_MAKER else ""))
         print(f"timezone {c.timezone}; key date {c.key_name} {_day(c.key_date)}: {_countdown(plan, today)}")
         for phase, (first, last) in plan.phases.items():
             print(f"  {store.phase_label(phase)} ({phase})\t{_span(first, last)}")

@@ -289,8 +289,8 @@ async def check_campaign(req: ApiRequest, body: dict[str, Any], *, writing: bool
         key_name=(body.get("key_name") or "").strip() or store.DEFAULT_KEY_NAME, dates=dates,
         owner=body.get("owner") or "", ops_users=tuple(body.get("ops_users") or []), reminder_target=reminder_target,
         reminder_days=None if body.get("reminder_days") is None else tuple(body["reminder_days"]))
-    for exc in fields.problems():
-        problem(ERROR_FIELD.get(exc.key, "name"), _error(req, exc)["message"])
+    for found in fields.problems():
+        problem(ERROR_FIELD.get(found.key, "name"), _error(req, found)["message"])
     if problems or key_date is None:
         return None, problems, groups
     return fields.normalized(), [], groups

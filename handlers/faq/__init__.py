@@ -199,48 +199,52 @@ class FaqService:
         audience = event.sender.user if event.group is None or ctx.group_row.external_id == DIRECT_SCOPE else ""
         mentions = [event.sender.user] if event.group is not None and ctx.capabilities.mentions else []
         log_fields = {"event_id": event.id, "group": event.group, "best": round(decision.best, 3)}
+        group_id: int = ctx.group_row.id  # type: ignore[assignment]
         if decision.answer is not None:
             entry = entries[decision.answer.entry_id]
-            if not await self._claim(ctx, entry.id, store.ANSWER, audience, ref):  # type: ignore[arg-type]
-                log.info("faq answer in cooldown", extra={**log_fields, "entry": entry.id})
-                return None
+            async with ctx.db.session() as session:
+                if not await self._claim(session, ctx, entry.id, store.ANSWER, audience, ref):  # type: ignore[arg-type]
+                    log.info("faq answer in cooldown", extra={**log_fields, "entry": entry.id})
+                    return None
+                # The daily count behind the console's "answered against unanswered" chart, once per event.
+                await store.count_event(session, event_id=event.id, group_id=group_id, day=ctx.today(), answered=1)
             ctx.handled = True
             log.info("faq answered", extra={**log_fields, "entry": entry.id})
             return Reply(ctx.templates.render("faq.answer", question=entry.question, answer=entry.answer),
                          mentions=mentions)
-        reply = None
-        if decision.suggestions and await self._claim(ctx, decision.suggestions[0].entry_id, store.SUGGEST,
-                                                      audience, ref):
-            t = ctx.templates
-            lines = [t.raw("faq.suggest_header")]
-            lines += [t.render("faq.suggest_line", n=n, question=entries[m.entry_id].question)
-                      for n, m in enumerate(decision.suggestions, 1)]
-            lines.append(t.raw("faq.suggest_footer"))
-            reply = Reply("\n".join(lines), mentions=mentions)
-            log.info("faq suggested", extra={**log_fields, "entries": ",".join(str(m.entry_id) for m in decision.suggestions)})
-        if looks_like_question(text) and self.analyzer is not None:
-            key = self.analyzer.cluster_key(text) if cfg.log_unanswered else ""
-            async with ctx.db.session() as session:
+        question = looks_like_question(text) and self.analyzer is not None
+        if not decision.suggestions and not question:
+            return None
+        async with ctx.db.session() as session:
+            offered = bool(decision.suggestions) and await self._claim(
+                session, ctx, decision.suggestions[0].entry_id, store.SUGGEST, audience, ref)
+            # Counted once per event (a retry adds nothing), the question logged for ops with it.
+            if (offered or question) and await store.count_event(
+                    session, event_id=event.id, group_id=group_id, day=ctx.today(), suggested=int(offered),
+                    unanswered=int(question)):
+                key = self.analyzer.cluster_key(text) if question and cfg.log_unanswered and self.analyzer else ""
                 if key:
-                    await store.log_unanswered(session, group_id=ctx.group_row.id, cluster_key=key,  # type: ignore[arg-type]
-                                               sample=text, event_ref=ref, at=event.at)
-                # The daily count behind the console's "answered against unanswered" chart.
-                await store.count_daily(session, group_id=ctx.group_row.id, day=ctx.today(), unanswered=1)  # type: ignore[arg-type]
-        return reply
+                    await store.log_unanswered(session, group_id=group_id, cluster_key=key, sample=text,
+                                               event_ref=ref, at=event.at)
+        if not offered:
+            return None
+        t = ctx.templates
+        lines = [t.raw("faq.suggest_header")]
+        lines += [t.render("faq.suggest_line", n=n, question=entries[m.entry_id].question)
+                  for n, m in enumerate(decision.suggestions, 1)]
+        lines.append(t.raw("faq.suggest_footer"))
+        log.info("faq suggested", extra={**log_fields, "entries": ",".join(str(m.entry_id) for m in decision.suggestions)})
+        return Reply("\n".join(lines), mentions=mentions)
 
-    async def _claim(self, ctx: Context, entry_id: int, kind: str, audience: str, ref: str) -> bool:
-        """Claim the cooldown; when the bot may post, count the answer (or suggestion) for today as well."""
+    @staticmethod
+    async def _claim(session, ctx: Context, entry_id: int, kind: str, audience: str, ref: str) -> bool:  # noqa: ANN001
+        """Claim the cooldown of an entry (answer or suggestion) in the caller's transaction: True when the bot
+        may post it now."""
         seconds = ctx.config.faq.cooldown_seconds
         assert ctx.group_row is not None
-        async with ctx.db.session() as session:
-            if seconds > 0 and not await store.claim_cooldown(
-                    session, group_id=ctx.group_row.id, audience=audience,  # type: ignore[arg-type]
-                    entry_id=entry_id, kind=kind, event_ref=ref, cooldown=timedelta(seconds=seconds),
-                    now=ctx.event.at):
-                return False
-            await store.count_daily(session, group_id=ctx.group_row.id, day=ctx.today(),  # type: ignore[arg-type]
-                                    answered=int(kind == store.ANSWER), suggested=int(kind == store.SUGGEST))
-            return True
+        return seconds <= 0 or await store.claim_cooldown(
+            session, group_id=ctx.group_row.id, audience=audience,  # type: ignore[arg-type]
+            entry_id=entry_id, kind=kind, event_ref=ref, cooldown=timedelta(seconds=seconds), now=ctx.event.at)
 
 
 async def _group_scope(ctx: Context) -> str:
