@@ -54,18 +54,14 @@ from sqlmodel import Field, SQLModel
 
 from storage.db import Database, UTCDateTime, utcnow
 from storage.groups import Group
+from storage.push import ALL, DIRECT_SCOPE, GROUPS, TAG
 from storage.upsert import insert_for
-
-# bot.dispatcher.DIRECT_SCOPE: a door's 1:1 scope.
-DIRECT_SCOPE = "@direct"
 
 WARMUP, BURST, LONGTAIL, REVIEW = "warmup", "burst", "longtail", "review"
 PHASES = (WARMUP, BURST, LONGTAIL, REVIEW)
 PHASE_LABELS = {WARMUP: "预热", BURST: "爆发", LONGTAIL: "长尾", REVIEW: "复盘"}
 _PHASE_WORDS = {**{p: p for p in PHASES}, **{label: p for p, label in PHASE_LABELS.items()},
                 "warm-up": WARMUP, "warm_up": WARMUP, "long-tail": LONGTAIL, "long_tail": LONGTAIL}
-# Targets (as posts have them).
-GROUPS, TAG, ALL = "groups", "tag", "all"
 DEFAULT_KEY_NAME = "关键日"
 # {days_until:…} names that always mean the key date.
 KEY_ALIASES = ("关键日", "key")

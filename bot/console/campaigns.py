@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.console import schema as s
 from bot.console.api import GROUP_REF, api, group_ref, ts
+from bot.console.push import check_targets
 from bot.console.routes import WRITE, ApiError, ApiRequest, Param
 from storage import campaign as store
 from storage.console import OPS_ADMIN
@@ -247,27 +248,7 @@ async def check_campaign(req: ApiRequest, body: dict[str, Any], *, writing: bool
             dates[row["name"].strip()] = store.parse_day(row.get("day") or "")
         except store.CampaignError as exc:
             mistake("dates", exc)
-    target = body.get("target_kind") or store.GROUPS
-    groups: list[Group] = []
-    broad = req.account.role == OPS_ADMIN or (not writing and req.account.group_ids is None)
-    if target == store.GROUPS:
-        async with req.db.read_session() as session:
-            for gid in dict.fromkeys(body.get("group_ids") or []):
-                group = await session.get(Group, gid)
-                if group is None or not req.account.sees_group(gid):
-                    problem("group_ids", text("push.group_unknown", id=gid))
-                elif group.external_id == store.DIRECT_SCOPE:
-                    problem("group_ids", text("push.group_direct", name=group.name or group.channel))
-                else:
-                    groups.append(group)
-    elif not broad:
-        problem("target_kind", text("push.broad_ops_only"))
-    channel = (body.get("channel") or "").strip() or None
-    if channel is not None:
-        from bot.channels import DOORS
-
-        if channel not in DOORS:
-            problem("channel", text("push.channel_unknown", channel=channel))
+    target, groups, channel = await check_targets(req, body, writing, problem, groups_required=False)
     reminder_target = (body.get("reminder_target") or "").strip() or None
     if reminder_target and req.account.group_ids is not None:
         # A group admin's reminders may only go into one of their groups.

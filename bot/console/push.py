@@ -11,6 +11,7 @@ service, told to rebuild the post's timer at once). Every change is audited with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -196,6 +197,42 @@ def _audit_group(post: store.PushPost, groups: list[Group]) -> Group | None:
     return groups[0] if post.target_kind == store.GROUPS and len(groups) == 1 else None
 
 
+
+async def check_targets(req: ApiRequest, body: dict[str, Any], writing: bool, problem: Callable[[str, str], None],
+                        *, groups_required: bool) -> tuple[str, list[Group], str | None]:
+    """A post's or campaign's targets from a console form: (target kind, the listed groups, the door or None).
+
+    Listed groups must be ones the account sees and real groups (not the 1:1 scope); only ops admins (or, to
+    read, accounts that see every group) may target a tag or all groups. Mistakes go to `problem`.
+    """
+    text = req.console.text
+    target = body.get("target_kind") or store.GROUPS
+    groups: list[Group] = []
+    broad = req.account.role == OPS_ADMIN or (not writing and req.account.group_ids is None)
+    if target == store.GROUPS:
+        ids = list(dict.fromkeys(body.get("group_ids") or []))
+        if not ids and groups_required:
+            problem("group_ids", text("push.groups_required"))
+        async with req.db.read_session() as session:
+            for gid in ids:
+                group = await session.get(Group, gid)
+                if group is None or not req.account.sees_group(gid):
+                    problem("group_ids", text("push.group_unknown", id=gid))
+                elif group.external_id == store.DIRECT_SCOPE:
+                    problem("group_ids", text("push.group_direct", name=group.name or group.channel))
+                else:
+                    groups.append(group)
+    elif not broad:
+        problem("target_kind", text("push.broad_ops_only"))
+    channel = (body.get("channel") or "").strip() or None
+    if channel is not None:
+        from bot.channels import DOORS
+
+        if channel not in DOORS:
+            problem("channel", text("push.channel_unknown", channel=channel))
+    return target, groups, channel
+
+
 async def check_post(req: ApiRequest, body: dict[str, Any], now: datetime, *, post: store.PushPost | None = None,
                      writing: bool) -> tuple[store.PostFields | None, list[dict[str, str]], list[Group]]:
     """The post a form describes, checked as the chat command and the CLI check it: (fields or None, every
@@ -245,33 +282,10 @@ async def check_post(req: ApiRequest, body: dict[str, Any], now: datetime, *, po
         check_content(content, dates, campaign=campaign)
     except SpecError as exc:
         problem("content", _spec_text(req, exc))
-    target = body.get("target_kind") or store.GROUPS
-    groups: list[Group] = []
-    broad = req.account.role == OPS_ADMIN or (not writing and req.account.group_ids is None)
-    if target == store.GROUPS:
-        ids = list(dict.fromkeys(body.get("group_ids") or []))
-        if not ids:
-            problem("group_ids", text("push.groups_required"))
-        async with req.db.read_session() as session:
-            for gid in ids:
-                group = await session.get(Group, gid)
-                if group is None or not req.account.sees_group(gid):
-                    problem("group_ids", text("push.group_unknown", id=gid))
-                elif group.external_id == store.DIRECT_SCOPE:
-                    problem("group_ids", text("push.group_direct", name=group.name or group.channel))
-                else:
-                    groups.append(group)
-    elif not broad:
-        problem("target_kind", text("push.broad_ops_only"))
+    target, groups, channel = await check_targets(req, body, writing, problem, groups_required=True)
     tag = (body.get("tag") or "").strip() or None
     if target == store.TAG and not tag:
         problem("tag", text("push.tag_required"))
-    channel = (body.get("channel") or "").strip() or None
-    if channel is not None:
-        from bot.channels import DOORS
-
-        if channel not in DOORS:
-            problem("channel", text("push.channel_unknown", channel=channel))
     if problems or schedule is None:
         return None, problems, groups
     fields = store.PostFields(
@@ -517,6 +531,7 @@ async def _first_broad_target(req: ApiRequest, body: dict[str, Any]) -> Group | 
                "runs": s.array(s.obj({
                    "id": s.integer(), "post_id": s.integer(), "post_name": s.string(nullable=True),
                    "scheduled_at": s.timestamp(), "local": s.string("in the post's timezone"),
+                   "timezone": s.string("the post's timezone: its run and delivery times are shown in it"),
                    "status": s.string("scheduled, or skipped (not sent at all)", enum=["scheduled", "skipped"]),
                    "late": s.boolean("recorded after its time (downtime) and sent late"),
                    "reason": s.string(), "targets": s.integer(), "deliveries": s.array(DELIVERY)})),
@@ -558,6 +573,7 @@ async def list_runs(req: ApiRequest) -> dict[str, Any]:
         "post": await post_json(req, post, groups, now) if post is not None else None,
         "runs": [{"id": r.id, "post_id": x.id, "post_name": x.name, "scheduled_at": ts(r.scheduled_at),
                   "local": r.scheduled_at.astimezone(ZoneInfo(x.timezone)).strftime("%Y-%m-%d %H:%M"),
+                  "timezone": x.timezone,
                   "status": r.status, "late": r.late, "reason": r.reason, "targets": r.targets,
                   "deliveries": [{"id": d.id, "channel": d.channel, "group": d.group, "group_name": d.group_name,
                                   "status": d.status, "attempts": d.attempts, "reason": d.reason,
