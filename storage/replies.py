@@ -18,7 +18,7 @@ state is the inbox row's.)
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Text, select, update
@@ -119,11 +119,6 @@ class Replies(Generic[Row]):
         return list((await session.execute(
             select(self.model).where(self.model.status == status, since < before).order_by(self.model.id).limit(limit)
         )).scalars())
-
-
-def ago(seconds: float) -> datetime:
-    """The moment `seconds` before now (the cut-off of a sweep)."""
-    return utcnow() - timedelta(seconds=seconds)
 
 
 async def event_status(session: AsyncSession, channel: str, event_key: str) -> str | None:

@@ -8,22 +8,24 @@ that keep every process together under WeCom's rate limit, and the reply to each
   runs it for every message), and only if that use is a whole window ago; so any window holds at most
   `limit` sends of one robot, whichever process made them. Robots never wait for each other: there is no
   global lock.
-- `robot_replies`: the reply to a callback message, settled by conditional updates so that it leaves
-  exactly once, in the callback's response or later through the webhook.
+- `robot_replies`: the reply to a callback message (storage.replies: the states and queries the callback
+  doors share), settled by conditional updates so that it leaves exactly once, in the callback's response
+  or later through the webhook.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Index, Text, UniqueConstraint, select, update
+from sqlalchemy import Index, Text, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from storage import fastsql
 from storage.db import Database, UTCDateTime, utcnow
+from storage.replies import Replies, ReplyColumns
 from storage.upsert import insert_for
 
 
@@ -45,11 +47,12 @@ logging.getLogger("aiosqlite").addFilter(_HideWebhookKeys())
 # The beginning of time for a slot never used.
 NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
-# Reply states (storage.replies: pending, ready, delivered, failed) and the robot's own between them. late: the
+# The robot's reply states between those of storage.replies (pending, ready, delivered, failed). late: the
 # callback's budget ran out, so the webhook takes the reply when it is ready; sending: a process is posting
 # it through the webhook.
 LATE, SENDING = "late", "sending"
-# How a delivered reply left: in the callback's encrypted response, through the webhook (or NOTHING).
+# How a delivered reply left: in the callback's encrypted response, or through the webhook (or not at all:
+# storage.replies.NOTHING).
 PASSIVE, WEBHOOK = "passive", "webhook"
 
 

@@ -13,16 +13,14 @@ from sqlalchemy import Index, Text, UniqueConstraint, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field
 
-from storage.replies import DELIVERED, FAILED, NOTHING, PENDING, READY, Replies, ReplyColumns, event_status
+from storage.replies import Replies, ReplyColumns
 
-__all__ = ["DELIVERED", "FAILED", "INLINE", "NOTHING", "PENDING", "POSTING", "READY", "RESPONSE_URL", "STREAM",
-           "SmartbotReply", "by_stream_id", "create", "event_status", "replies"]
-
-# Between ready and delivered: a process is sending the reply to response_url (failed: response_url refused
-# or expired, or processing failed for good).
+# The smart bot's reply state between those of storage.replies (pending, ready, delivered, failed): a
+# process is sending the reply to response_url (failed: response_url refused or expired, or processing
+# failed for good).
 POSTING = "posting"
 # How a delivered reply left: in the message callback's response, in a stream refresh response, through
-# response_url (or NOTHING: the handlers had nothing to say).
+# response_url (or not at all, storage.replies.NOTHING: the handlers had nothing to say).
 INLINE, STREAM, RESPONSE_URL = "inline", "stream", "response_url"
 
 

@@ -33,9 +33,11 @@ def encrypt(payload: dict[str, Any] | str, *, timestamp: str | None = None, nonc
 
 
 def message(msgid: str, content: str = "@机器人 帮助", *, user: str = "zhangsan", chatid: str | None = "wrGroup1",
-            msgtype: str = "text", response_url: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A message callback: a group @-mention when `chatid` is given, else a 1:1 message."""
-    body: dict[str, Any] = {"msgid": msgid, "aibotid": BOT_ID, "chattype": "group" if chatid else "single",
+            msgtype: str = "text", response_url: str | None = None, bot_id: str = BOT_ID,
+            **extra: Any) -> dict[str, Any]:
+    """A message callback (the plaintext, as the long connection carries it too): a group @-mention when
+    `chatid` is given, else a 1:1 message."""
+    body: dict[str, Any] = {"msgid": msgid, "aibotid": bot_id, "chattype": "group" if chatid else "single",
                             "from": {"userid": user}, "msgtype": msgtype}
     if chatid:
         body["chatid"] = chatid
@@ -58,8 +60,8 @@ def refresh(stream_id: str, *, msgid: str = "", user: str = "zhangsan", chatid: 
     return body
 
 
-def enter_chat(msgid: str, user: str = "zhangsan") -> dict[str, Any]:
-    return {"msgid": msgid, "create_time": int(time.time()), "aibotid": BOT_ID, "chattype": "single",
+def enter_chat(msgid: str, user: str = "zhangsan", *, bot_id: str = BOT_ID) -> dict[str, Any]:
+    return {"msgid": msgid, "create_time": int(time.time()), "aibotid": bot_id, "chattype": "single",
             "from": {"userid": user}, "msgtype": "event", "event": {"eventtype": "enter_chat"}}
 
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from storage import console as console_store
+from storage.audit import AuditEntry
 from tests.console_helpers import PASSWORD, make_user, seed_simulator
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
+BROWSER_ZONE = "America/New_York"  # never the bot's: times must not follow the browser's clock
 
 
 def chromium_path() -> str:
@@ -48,8 +52,9 @@ async def browser():
         await browser.close()
 
 
-async def open_page(browser, viewport=DESKTOP):
-    context = await browser.new_context(viewport=viewport, locale="zh-CN")
+async def open_page(browser, viewport=DESKTOP, timezone_id: str | None = None):
+    """A page in a new browser context; `timezone_id` puts the browser in another timezone than the bot's."""
+    context = await browser.new_context(viewport=viewport, locale="zh-CN", timezone_id=timezone_id)
     page = await context.new_page()
     page.errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))  # type: ignore[attr-defined]
@@ -116,7 +121,8 @@ async def test_log_in_and_see_the_dashboard_charts_drawn_with_data(bot, browser,
 async def test_change_a_welcome_text_in_the_console_and_see_it_in_the_simulator(bot, browser, db_url):
     await seed_simulator(bot)
     await make_user(bot.runtime.db, "ops", console_store.OPS_ADMIN)
-    page = await open_page(browser)
+    # The browser is in New York; the bot's timezone is Asia/Shanghai (the default).
+    page = await open_page(browser, timezone_id=BROWSER_ZONE)
     await log_in(page, bot, start="/console/groups")
     await page.click("#groups-table a.group-link:has-text('演示群')")
     await page.wait_for_selector("#settings-form")
@@ -143,6 +149,14 @@ async def test_change_a_welcome_text_in_the_console_and_see_it_in_the_simulator(
     await page.wait_for_selector("#root[data-ready='1'] #audit-table")
     row = page.locator("#audit-table tbody tr", has_text="welcome set text")
     assert "ops" in await row.inner_text()
+    # Its time is on the bot's clock, not the browser's, and the top bar says which clock that is.
+    async with bot.runtime.db.read_session() as session:
+        at = (await session.execute(select(AuditEntry.at).where(AuditEntry.command == "welcome set text"))).scalar_one()
+    assert await page.evaluate("() => Intl.DateTimeFormat().resolvedOptions().timeZone") == BROWSER_ZONE
+    shown = await row.locator("td").first.inner_text()
+    assert shown == at.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    assert shown != at.astimezone(ZoneInfo(BROWSER_ZONE)).strftime("%Y-%m-%d %H:%M")
+    assert await page.locator("#console-zone").inner_text() == "时间按 Asia/Shanghai"
     assert page.errors == [] and sim.errors == []  # type: ignore[attr-defined]
 
 

@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot.channels.base import PostFailed
 from bot.dispatcher import DIRECT_SCOPE
-from bot.events import Reply, TextMessage
+from bot.events import Reply
 from scheduler.lottery import run_due_draws
 from storage.checkin import Checkin
 from storage.db import utcnow
@@ -40,6 +40,8 @@ from storage.inbox import InboxMessage
 from storage.kv import ApiFailure
 from storage.lottery import Lottery, LotteryEntry
 from tests.conftest import make_config
+from tests.door_helpers import SLOW_ANSWER, count, eventually, rows
+from tests.door_helpers import slow_handler as slow_handler_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "gateway_bridge.py"
@@ -47,7 +49,6 @@ PATH = "/gateway/events"
 SECRET = "4f0c1b2a9d8e7f6a5b4c3d2e1f0a9b8c"  # test value; real ones come from QUNBOT_GATEWAY_SECRETS
 OTHER_SECRET = "a-different-secret-of-some-length"
 ROOM = "20001234@chatroom"
-SLOW_ANSWER = "慢慢想好的回复"
 
 
 # ---- the gateway's side ------------------------------------------------------------------------------------
@@ -156,45 +157,14 @@ async def say(bot: Any, event: dict[str, Any]) -> list[str]:
     return [r["text"] for r in answer["replies"]]
 
 
-async def rows(bot: Any, statement: Any) -> list[Any]:
-    async with bot.runtime.db.session() as session:
-        return list((await session.execute(statement)).all())
-
-
-async def count(bot: Any, model: Any) -> int:
-    return (await rows(bot, select(func.count()).select_from(model)))[0][0]
-
-
 def channel(bot: Any) -> Any:
     return bot.runtime.channels["gateway"]
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
-
-
 def slow_handler(*bots: Any) -> asyncio.Event:
-    """A handler that answers "慢" only once the returned event is set (so its reply misses the budget)."""
-    release = asyncio.Event()
-
-    async def slow(event: TextMessage, ctx: Any) -> list[Reply] | None:
-        if type(event) is TextMessage and event.text == "慢":
-            await release.wait()
-            return [Reply(SLOW_ANSWER, mentions=[event.sender.user]), Reply("第二条")]
-        return None
-
-    for bot in bots:
-        bot.runtime.registry.on(TextMessage)(slow)
-    return release
+    """A handler that answers "慢" with two replies, the first mentioning the sender, once the event is set."""
+    return slow_handler_of(*bots, answer=lambda event: [Reply(SLOW_ANSWER, mentions=[event.sender.user]),
+                                                        Reply("第二条")])
 
 
 # ---- features, end to end ----------------------------------------------------------------------------------

@@ -11,19 +11,18 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot.channels.official_account import fit, plain_signature, text_reply_xml
 from bot.channels.wecom_crypto import parse_xml
 from bot.config import ConfigError, load_config
 from bot.dispatcher import DIRECT_SCOPE
-from bot.events import Reply, TextMessage
+from bot.events import Reply
 from scheduler.lottery import run_due_draws
 from storage.checkin import Checkin
 from storage.db import utcnow
@@ -32,6 +31,7 @@ from storage.inbox import InboxMessage
 from storage.lottery import Lottery, LotteryEntry
 from storage.official_account import OfficialAccountReply
 from tests.conftest import make_config
+from tests.door_helpers import SLOW_ANSWER, count, eventually, rows, seen_texts, slow_handler
 from tests.official_account_helpers import (
     ACCOUNT,
     APP_ID,
@@ -51,7 +51,6 @@ from tests.wecom_helpers import AES_KEY, CORP_ID, TOKEN
 
 GREETING = "你好，我是群助手🤖\n发送「帮助」看看我能做什么，也可以直接问我问题。"
 HINT = "我现在只能读懂文字消息哦（开通了语音识别的语音也可以）。发送「帮助」看看我能做什么。"
-SLOW_ANSWER = "慢慢想好的回复"
 CREATED_ID = re.compile(r"（编号 (\d+)）")
 
 
@@ -60,53 +59,8 @@ async def oa_bot(bot_factory: Any, db_url: str, mode: str, **extra: Any) -> Any:
     return await bot_factory(make_config(db_url, official_account=oa_env(mode, **extra), **sections))
 
 
-async def rows(bot: Any, statement: Any) -> list[Any]:
-    async with bot.runtime.db.session() as session:
-        return list((await session.execute(statement)).all())
-
-
-async def count(bot: Any, model: Any) -> int:
-    return (await rows(bot, select(func.count()).select_from(model)))[0][0]
-
-
 def channel(bot: Any) -> Any:
     return bot.runtime.channels["official_account"]
-
-
-def slow_handler(*bots: Any) -> asyncio.Event:
-    """A handler that answers "慢" only once the returned event is set (so its reply can miss the budget)."""
-    release = asyncio.Event()
-
-    async def slow(event: TextMessage, ctx: Any) -> Reply | None:
-        if type(event) is TextMessage and event.text == "慢":
-            await release.wait()
-            return Reply(SLOW_ANSWER)
-        return None
-
-    for bot in bots:
-        bot.runtime.registry.on(TextMessage)(slow)
-    return release
-
-
-def seen_texts(*bots: Any) -> list[str]:
-    """Record the text of every plain (non-command) message the handlers get, across the given bots."""
-    seen: list[str] = []
-
-    async def record(event: TextMessage, ctx: Any) -> None:
-        if type(event) is TextMessage:
-            seen.append(event.text)
-
-    for bot in bots:
-        bot.runtime.registry.on(TextMessage)(record)
-    return seen
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
 
 
 # ---- URL verification ------------------------------------------------------------------------------------------

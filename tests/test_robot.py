@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot.channels.base import PostFailed
 from bot.channels.robot import UnknownGroup
@@ -39,6 +39,7 @@ from storage.kv import ApiFailure
 from storage.lottery import Lottery, LotteryWinner
 from storage.robot import RobotChat, RobotReply
 from tests.conftest import make_config
+from tests.door_helpers import count, eventually, logged, rows
 from tests.fakes.wecom_server import WEBHOOK_SEND_PATH, WEBHOOK_UPLOAD_PATH, FakeWeCom
 from tests.wecom_helpers import AES_KEY, CORP_ID, TOKEN
 
@@ -78,23 +79,6 @@ async def robot_bot(bot_factory: Any, db_url: str, fake: FakeWeCom, *, callback:
 
 def channel(bot: Any) -> Any:
     return bot.runtime.channels["robot"]
-
-
-async def rows(bot: Any, statement: Any) -> list[Any]:
-    async with bot.runtime.db.session() as session:
-        return list((await session.execute(statement)).all())
-
-
-async def count(bot: Any, model: Any) -> int:
-    return (await rows(bot, select(func.count()).select_from(model)))[0][0]
-
-
-def logged(caplog: pytest.LogCaptureFixture) -> str:
-    """The captured log as qunbot writes it (message plus key=value fields)."""
-    from bot.logs import KeyValueFormatter
-
-    fmt = KeyValueFormatter()
-    return "\n".join(fmt.format(r) for r in caplog.records)
 
 
 # -- playing WeCom's callbacks -------------------------------------------------------------------------
@@ -145,19 +129,6 @@ async def call(bot: Any, xml: str, **kwargs: Any) -> tuple[int, str | None]:
     async with bot.http.post(bot.url(PATH), params=params, data=body) as resp:
         raw = await resp.read()
         return resp.status, (open_reply(raw) if resp.status == 200 else None)
-
-
-async def eventually(check: Any, within: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
 
 
 # ---- webhook sends ------------------------------------------------------------------------------------

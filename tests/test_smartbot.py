@@ -11,22 +11,23 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.channels.smartbot import stream_id_for
 from bot.dispatcher import DIRECT_SCOPE
-from bot.events import Reply, TextMessage
+from bot.events import TextMessage
 from storage.checkin import Checkin
 from storage.groups import Group, Member
 from storage.inbox import InboxMessage
 from storage.kv import ApiFailure
 from storage.smartbot import SmartbotReply
 from tests.conftest import make_config
+from tests.door_helpers import SLOW_ANSWER, count, eventually, rows, seen_texts, slow_handler
 from tests.fakes.wecom_server import FakeWeCom
 from tests.smartbot_helpers import (
     BOT_ID,
@@ -43,7 +44,6 @@ from tests.wecom_helpers import CORP_ID
 
 HELP_HEADER = "我可以帮你做这些事："
 THINKING = "⏳ 正在处理，请稍候…"
-SLOW_ANSWER = "慢慢想好的回复"
 
 
 @pytest_asyncio.fixture
@@ -62,62 +62,13 @@ async def smartbot(bot_factory: Any, db_url: str, fake: FakeWeCom | None = None,
     return await bot_factory(config(db_url, fake, **smartbot))
 
 
-async def rows(bot: Any, statement: Any) -> list[Any]:
-    async with bot.runtime.db.session() as session:
-        return list((await session.execute(statement)).all())
-
-
-async def count(bot: Any, model: Any) -> int:
-    return (await rows(bot, select(func.count()).select_from(model)))[0][0]
-
-
 async def reply_row(bot: Any, msgid: str) -> SmartbotReply:
     [(row,)] = await rows(bot, select(SmartbotReply).where(SmartbotReply.msgid == msgid))
     return row
 
 
-def seen_texts(bot: Any) -> list[str]:
-    """Register a handler that records the text of every plain (non-command) message the handlers get."""
-    seen: list[str] = []
-
-    async def record(event: TextMessage, ctx: Any) -> None:
-        if type(event) is TextMessage:
-            seen.append(event.text)
-
-    bot.runtime.registry.on(TextMessage)(record)
-    return seen
-
-
-def slow_handler(*bots: Any) -> asyncio.Event:
-    """A handler that answers "慢" only once the returned event is set (so its reply misses the budget)."""
-    release = asyncio.Event()
-
-    async def slow(event: TextMessage, ctx: Any) -> Reply | None:
-        if type(event) is TextMessage and event.text == "慢":
-            await release.wait()
-            return Reply(SLOW_ANSWER)
-        return None
-
-    for bot in bots:
-        bot.runtime.registry.on(TextMessage)(slow)
-    return release
-
-
 def channel(bot: Any) -> Any:
     return bot.runtime.channels["smartbot"]
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
 
 
 def finished(reply: dict[str, Any] | None) -> str:

@@ -9,32 +9,33 @@ for a wrong secret or a bad frame, the connection staying up).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bot.channels.smartbot import stream_id_for
 from bot.config import ConfigError, load_config, redacted
 from bot.dispatcher import DIRECT_SCOPE
-from bot.events import Reply, TextMessage
+from bot.events import Reply
 from storage.checkin import Checkin
 from storage.db import utcnow
 from storage.inbox import InboxMessage
 from storage.kv import ApiFailure
 from storage.smartbot_ws import SmartbotWsLease, SmartbotWsOutbox
+from tests import smartbot_helpers
 from tests.conftest import make_config
+from tests.door_helpers import SLOW_ANSWER, count, eventually, rows, seen_texts, slow_handler
 from tests.fakes.aibot_ws import BOT_ID, SECRET, FakeAibotWs
 
 HELP_HEADER = "我可以帮你做这些事："
-SLOW_ANSWER = "慢慢想好的回复"
 
 
 @pytest_asyncio.fixture
@@ -63,43 +64,9 @@ def channel(bot: Any) -> Any:
     return bot.runtime.channels["smartbot_ws"]
 
 
-async def eventually(check: Callable[[], Awaitable[Any] | Any], within: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
-
-
-async def rows(bot: Any, statement: Any) -> list[Any]:
-    async with bot.runtime.db.session() as session:
-        return list((await session.execute(statement)).all())
-
-
-async def count(bot: Any, model: Any) -> int:
-    return (await rows(bot, select(func.count()).select_from(model)))[0][0]
-
-
-def message(msgid: str, content: str = "@机器人 帮助", *, user: str = "zhangsan", chatid: str | None = "wrGroup1",
-            msgtype: str = "text", **extra: Any) -> dict[str, Any]:
-    """A message callback body (the HTTP callback's plaintext): a group @-mention, or 1:1 without chatid."""
-    body: dict[str, Any] = {"msgid": msgid, "aibotid": BOT_ID, "chattype": "group" if chatid else "single",
-                            "from": {"userid": user}, "msgtype": msgtype}
-    if chatid:
-        body["chatid"] = chatid
-    if msgtype in ("text", "voice"):
-        body[msgtype] = {"content": content}
-    return {**body, **extra}
-
-
-def enter_chat(msgid: str, user: str = "zhangsan") -> dict[str, Any]:
-    return {"msgid": msgid, "create_time": int(time.time()), "aibotid": BOT_ID, "chattype": "single",
-            "from": {"userid": user}, "msgtype": "event", "event": {"eventtype": "enter_chat"}}
+# The HTTP callback's plaintext, for this bot.
+message = partial(smartbot_helpers.message, bot_id=BOT_ID)
+enter_chat = partial(smartbot_helpers.enter_chat, bot_id=BOT_ID)
 
 
 async def answer(fake: FakeAibotWs, req_id: str) -> str:
@@ -119,32 +86,6 @@ async def say(fake: FakeAibotWs, msgid: str, text: str, **kwargs: Any) -> str:
 def posts(fake: FakeAibotWs) -> list[dict[str, Any]]:
     """aibot_send_msg bodies the bot sent."""
     return [f["body"] for f in fake.sent("aibot_send_msg")]
-
-
-def slow_handler(*bots: Any) -> asyncio.Event:
-    """A handler that answers "慢" only once the returned event is set."""
-    release = asyncio.Event()
-
-    async def slow(event: TextMessage, ctx: Any) -> Reply | None:
-        if type(event) is TextMessage and event.text == "慢":
-            await release.wait()
-            return Reply(SLOW_ANSWER)
-        return None
-
-    for bot in bots:
-        bot.runtime.registry.on(TextMessage)(slow)
-    return release
-
-
-def seen_texts(bot: Any) -> list[str]:
-    seen: list[str] = []
-
-    async def record(event: TextMessage, ctx: Any) -> None:
-        if type(event) is TextMessage:
-            seen.append(event.text)
-
-    bot.runtime.registry.on(TextMessage)(record)
-    return seen
 
 
 # ---- connecting, subscribing, heartbeat -------------------------------------------------------------------

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from storage.inbox import InboxMessage
 from storage.kv import ApiFailure
 from storage.welcome import PlatformWelcomeTemplate
 from tests.conftest import make_config
+from tests.door_helpers import eventually, logged, rows
 from tests.fakes.wecom_server import FakeWeCom
 from tests.wecom_helpers import CORP_ID, callback, chat_change_xml, text_xml, wecom_env
 
@@ -63,11 +63,6 @@ async def post(bot: Any, xml: str) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
-async def rows(bot: Any, statement: Any) -> list[Any]:
-    async with bot.runtime.db.session() as session:
-        return list((await session.execute(statement)).all())
-
-
 async def api_failures(bot: Any) -> list[tuple[str, int | None, int]]:
     return [tuple(r) for r in await rows(bot, select(ApiFailure.api, ApiFailure.errcode, ApiFailure.attempts)
                                          .order_by(ApiFailure.id))]
@@ -88,32 +83,11 @@ async def stays(bot: Any) -> dict[str, tuple[str, str | None, str | None, str | 
     return {r[0]: tuple(r[1:]) for r in found}
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.02)
-
-
 async def template_syncs_finished(within: float = 10.0) -> None:
     """Wait for every bot's background welcome-template sync (spawned at startup) to end."""
     tasks = [t for t in asyncio.all_tasks() if t.get_name() == "wecom-welcome-sync"]
     if tasks:
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), within)
-
-
-def logged(caplog: pytest.LogCaptureFixture) -> str:
-    """The captured log as qunbot writes it (message plus key=value fields and tracebacks)."""
-    from bot.logs import KeyValueFormatter
-
-    fmt = KeyValueFormatter()
-    return "\n".join(fmt.format(r) for r in caplog.records)
 
 
 # ---- 1, 2: members joining a customer group ------------------------------------------------------

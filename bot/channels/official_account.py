@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from wechatpy.utils import WeChatSigner
 
+from bot.channels import callback_reply
 from bot.channels.base import Capabilities, Channel
 from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected, parse_xml
@@ -179,50 +180,39 @@ class OfficialAccountChannel(Channel):
         """Store the message, process it, answer with its reply if it is ready within the budget."""
         event = incoming.event
         assert event is not None
-        try:
-            inbox_id = await self.runtime.inbox.accept(event)
-        except InboxUnavailable as exc:
-            # Not stored: an error makes WeChat retry rather than lose the message.
-            log.warning("official account message not stored", extra={"event_key": event.key, "error": str(exc)})
-            return web.Response(status=503, text="busy")
-        if inbox_id is not None:
-            self.work_on(event.key, self._process(event), name=f"official-account-{inbox_id}")
-        else:
-            log.info("duplicate official account callback", extra={"event_key": event.key, "openid": incoming.openid})
-        await self.wait_for_work(event.key, deadline)
-        try:
-            content = await self._wait_for_reply(event.key, deadline)
-        except Exception as exc:
-            log.warning("official account reply state unavailable", extra={"event_key": event.key, "error": str(exc)})
-            return web.Response(status=503, text="busy")
-        if content is None:
+        return await callback_reply.answer_in_time(
+            self, event, deadline, key=event.key, what="official account", log=log,
+            fields={"event_key": event.key, "openid": incoming.openid},
+            settled=lambda: self._finished(event.key), poll_seconds=POLL_SECONDS,
+            answer=lambda: self._answer(incoming, crypto))
+
+    async def _reply_state(self, event_key: str) -> tuple[str | None, str | None]:
+        async with self.runtime.db.read_session() as session:
+            return await store.reply_state(session, self.name, event_key)
+
+    async def _finished(self, event_key: str) -> bool:
+        """Is the message (processed by another process) finished, its reply kept?"""
+        status, _ = await self._reply_state(event_key)
+        return status in (INBOX_DONE, INBOX_FAILED)
+
+    async def _answer(self, incoming: Incoming, crypto: CallbackCrypto | None) -> web.Response:
+        """The passive reply once the message is finished ("success" for nothing to say); when it is not
+        finished within the budget, the slow hint: the reply is kept, but it cannot be sent later."""
+        assert incoming.event is not None
+        event_key = incoming.event.key
+        status, content = await self._reply_state(event_key)
+        if status == INBOX_FAILED:
+            log.warning("official account message failed for good; answering success", extra={"event_key": event_key})
+            content = ""
+        elif status != INBOX_DONE:
             slow = self.runtime.templates.raw("official_account.slow")
             log.info("official account reply not ready within the budget; it cannot be sent later",
-                     extra={"event_key": event.key, "openid": incoming.openid,
+                     extra={"event_key": event_key, "openid": incoming.openid,
                             "budget": self.cfg.reply_budget_seconds})
             return self._reply(incoming, slow, crypto) if slow else success()
-        log.info("official account answer", extra={"event_key": event.key, "openid": incoming.openid,
+        log.info("official account answer", extra={"event_key": event_key, "openid": incoming.openid,
                                                    "replied": bool(content)})
         return self._reply(incoming, content, crypto) if content else success()
-
-    async def _wait_for_reply(self, event_key: str, deadline: float) -> str | None:
-        """The reply once the message is finished ("" for nothing to say); None if not finished by `deadline`.
-
-        A message being processed by another process is watched in the database until the deadline.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            async with self.runtime.db.read_session() as session:
-                status, content = await store.reply_state(session, self.name, event_key)
-            if status == INBOX_DONE:
-                return content or ""
-            if status == INBOX_FAILED:
-                log.warning("official account message failed for good; answering success",
-                            extra={"event_key": event_key})
-                return ""
-            if loop.time() + POLL_SECONDS >= deadline:
-                return None
-            await asyncio.sleep(POLL_SECONDS)
 
     async def _accept_in_background(self, incoming: Incoming) -> web.Response:
         """An event nobody sees an answer to (unfollow): stored, acknowledged, processed in the background."""
@@ -238,12 +228,6 @@ class OfficialAccountChannel(Channel):
             log.info("official account unfollow", extra={"openid": incoming.openid, "event_key": event.key})
             self.runtime.inbox.process_soon(event)
         return success()
-
-    async def _process(self, event: Event) -> None:
-        try:
-            await self.runtime.inbox.process(event)
-        except Exception:
-            log.exception("official account processing failed", extra={"event_key": event.key, "event_id": event.id})
 
     def _reply(self, incoming: Incoming, content: str, crypto: CallbackCrypto | None) -> web.Response:
         """The passive text reply to the follower, encrypted when the request was."""

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.etree.ElementTree import Element
@@ -32,6 +33,7 @@ from xml.etree.ElementTree import Element
 import aiohttp
 from aiohttp import web
 
+from bot.channels import callback_reply
 from bot.channels.base import Capabilities, Channel, PostFailed
 from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.robot_api import (
@@ -54,6 +56,7 @@ from bot.events import ChatEntered, Event, Person, Reply, TextMessage
 from storage import robot as store
 from storage.db import utcnow
 from storage.kv import DbFailureRecorder
+from storage.replies import DELIVERED, FAILED, PENDING, READY
 
 log = logging.getLogger("qunbot.robot")
 
@@ -62,8 +65,6 @@ MAX_NAME = 64
 CHAT_TYPES = ("group", "single")
 # What a decrypted callback is, for the door.
 MESSAGE, HINT, IGNORED = "message", "hint", "ignored"
-# How often a retry that reached another process looks at the reply row while the first copy is processed.
-ROW_POLL_SECONDS = 0.05
 
 
 class UnknownGroup(LookupError):
@@ -110,7 +111,6 @@ class RobotChannel(Channel):
                        if self.cfg.callback else None)
         self.failures = DbFailureRecorder(runtime.db)
         self.client: RobotClient | None = None
-        # Messages being processed here, by msgid: a retry arriving meanwhile waits for the same work.
         # chat id → key hash last stored by this process: saves a write per message (the table decides).
         self._learned: dict[str, str] = {}
 
@@ -129,7 +129,8 @@ class RobotChannel(Channel):
                                   backoff_max_seconds=cfg.rate_window_seconds, max_wait_seconds=cfg.max_wait_seconds,
                                   timeout_seconds=cfg.timeout_seconds)
         if self.crypto is not None:
-            self.spawn(self._sweep_forever(), name="robot-sweep")
+            self.spawn(callback_reply.sweep_forever(cfg.sweep_interval_seconds, self.sweep, log, "robot"),
+                       name="robot-sweep")
 
     # -- posting -----------------------------------------------------------------------------------
 
@@ -244,15 +245,8 @@ class RobotChannel(Channel):
     # -- callbacks ---------------------------------------------------------------------------------
 
     async def verify_url(self, request: web.Request) -> web.Response:
-        """URL verification: answer the decrypted echostr as the raw body."""
         assert self.crypto is not None
-        try:
-            q = query_params(request, "msg_signature", "timestamp", "nonce", "echostr")
-            plain = self.crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
-        except Rejected as exc:
-            return reject(request, exc, log, "robot callback rejected")
-        log.info("robot url verified", extra={"path": request.path})
-        return web.Response(body=plain, content_type="text/plain")
+        return await callback_reply.verify_url(request, self.crypto, log, "robot")
 
     async def callback(self, request: web.Request) -> web.Response:
         assert self.crypto is not None
@@ -297,80 +291,54 @@ class RobotChannel(Channel):
 
     async def _accept(self, incoming: Incoming, deadline: float) -> web.Response:
         """Store the message and its reply row, process it, answer within the budget."""
-        event = incoming.event
+        event, msgid = incoming.event, incoming.msgid
         assert event is not None
-        try:
-            async with self.runtime.db.session() as session:
-                await store.create_reply(session, msgid=incoming.msgid, chat_id=incoming.chat_id,
-                                         event_key=event.key)
-            inbox_id = await self.runtime.inbox.accept(event)
-        except Exception as exc:  # InboxUnavailable, or the reply row could not be written
-            # Not stored: an error makes WeCom retry rather than lose the message.
-            log.warning("robot message not stored", extra={"msgid": incoming.msgid, "error": str(exc)})
-            return web.Response(status=503, text="busy")
-        if inbox_id is not None:
-            self.work_on(incoming.msgid, self._process(event, incoming.msgid), name=f"robot-{inbox_id}")
-        else:
-            log.info("duplicate robot callback", extra={"msgid": incoming.msgid, "event_key": event.key})
-        try:
-            await self._wait_for_reply(incoming.msgid, deadline)
-            return await self._answer(incoming.msgid)
-        except Exception as exc:
-            log.warning("robot reply state unavailable", extra={"msgid": incoming.msgid, "error": str(exc)})
-            return web.Response(status=503, text="busy")
+        return await callback_reply.answer_in_time(
+            self, event, deadline, key=msgid, what="robot", log=log, fields={"msgid": msgid},
+            prepare=lambda session: store.replies.create(session, msgid=msgid, event_key=event.key,
+                                                         chat_id=incoming.chat_id),
+            nothing=lambda: self._settle_nothing(msgid),
+            settled=lambda: self._settled(msgid),
+            answer=lambda: self._answer(msgid))
 
-    async def _wait_for_reply(self, msgid: str, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        if await self.wait_for_work(msgid, deadline):
-            return
-        # A copy of a message another process (or an earlier request) is working on: watch its row.
-        while loop.time() < deadline:
-            async with self.runtime.db.read_session() as session:
-                row = await store.reply_by_msgid(session, msgid)
-            if row is None or row.status != store.PENDING:
-                return
-            await asyncio.sleep(min(ROW_POLL_SECONDS, max(0.0, deadline - loop.time())))
+    async def _settled(self, msgid: str) -> bool:
+        """Has the reply left pending (a copy of the message another process works on)?"""
+        async with self.runtime.db.read_session() as session:
+            row = await store.replies.get(session, msgid)
+        return row is None or row.status != PENDING
 
-    async def _process(self, event: Event, msgid: str) -> None:
-        """Run the event through the inbox (deliver() keeps the reply); settle a message with nothing to say."""
-        try:
-            replies = await self.runtime.inbox.process(event)
-            if replies == []:
-                async with self.runtime.db.session() as session:
-                    for status in (store.PENDING, store.LATE):
-                        if await store.settle(session, msgid, from_status=status, to_status=store.DELIVERED,
-                                              via=store.NOTHING, content=""):
-                            break
-        except Exception:
-            log.exception("robot processing failed", extra={"msgid": msgid, "event_id": event.id})
+    async def _settle_nothing(self, msgid: str) -> None:
+        """The handlers had nothing to say: settle the reply, whether the callback still waits or gave up."""
+        async with self.runtime.db.session() as session:
+            await store.replies.settle_nothing(session, msgid, PENDING, store.LATE)
 
     async def _answer(self, msgid: str) -> web.Response:
         """The callback's answer from the reply's row: the reply if it is ready (once, and again to a retry
         of the same message), else empty, leaving the reply to the webhook."""
+        replies = store.replies
         async with self.runtime.db.session() as session:
-            row = await store.reply_by_msgid(session, msgid)
+            row = await replies.get(session, msgid)
             if row is None:
                 raise RuntimeError(f"no reply row for msgid {msgid}")
-            if row.status == store.PENDING and await store.settle(session, msgid, from_status=store.PENDING,
-                                                                  to_status=store.LATE):
+            if row.status == PENDING and await replies.settle(session, msgid, from_status=PENDING,
+                                                              to_status=store.LATE):
                 log.info("robot reply not ready in time; the webhook will take it", extra={"msgid": msgid})
                 return web.Response(status=200)
-            row = await store.reply_by_msgid(session, msgid)
+            row = await replies.get(session, msgid)
             assert row is not None
             content = row.content or ""
-            if row.status == store.READY and utf8_len(content) <= MARKDOWN_LIMIT_BYTES:
-                if await store.settle(session, msgid, from_status=store.READY, to_status=store.DELIVERED,
-                                      via=store.PASSIVE):
+            if row.status == READY and utf8_len(content) <= MARKDOWN_LIMIT_BYTES:
+                if await replies.settle(session, msgid, from_status=READY, to_status=DELIVERED, via=store.PASSIVE):
                     log.info("robot reply in the callback response", extra={"msgid": msgid})
                     return self._encrypted(content)
-            elif row.status == store.READY:
-                if await store.settle(session, msgid, from_status=store.READY, to_status=store.SENDING):
+            elif row.status == READY:
+                if await replies.settle(session, msgid, from_status=READY, to_status=store.SENDING):
                     # Too long for one passive reply: split over webhook messages.
                     self.spawn(self._webhook_reply(msgid, row.chat_id, content), name=f"robot-send-{msgid}")
                 return web.Response(status=200)
-            row = await store.reply_by_msgid(session, msgid)
+            row = await replies.get(session, msgid)
             assert row is not None
-        if row.status == store.DELIVERED and row.via == store.PASSIVE:
+        if row.status == DELIVERED and row.via == store.PASSIVE:
             # WeCom's retry of a message answered before (or a copy that lost the race): the same answer.
             return self._encrypted(row.content or "")
         return web.Response(status=200)
@@ -391,24 +359,20 @@ class RobotChannel(Channel):
         """Keep the reply for the callback to hand over, or, if the callback has given up, send it now."""
         msgid = event.key.split(":", 1)[1]
         content = "\n\n".join(with_mentions(r) for r in replies if r.text or r.mentions)
+        if not content:  # nothing to show: settle it like a message without replies
+            await self._settle_nothing(msgid)
+            return
         async with self.runtime.db.session() as session:
-            row = await store.reply_by_msgid(session, msgid)
-            if not content:  # nothing to show: settle it like a message without replies
-                for status in (store.PENDING, store.LATE):
-                    if await store.settle(session, msgid, from_status=status, to_status=store.DELIVERED,
-                                          via=store.NOTHING, content=""):
-                        break
-                return
+            row = await store.replies.get(session, msgid)
             if row is None:
                 if event.group is None:
                     log.warning("robot reply dropped: no reply row and no group", extra={"msgid": msgid})
                     return
                 late = None
-            elif await store.settle(session, msgid, from_status=store.PENDING, to_status=store.READY,
-                                    content=content):
+            elif await store.replies.settle(session, msgid, from_status=PENDING, to_status=READY, content=content):
                 return
-            elif await store.settle(session, msgid, from_status=store.LATE, to_status=store.SENDING,
-                                    content=content):
+            elif await store.replies.settle(session, msgid, from_status=store.LATE, to_status=store.SENDING,
+                                            content=content):
                 late = row.chat_id
             else:
                 log.info("robot reply already settled; this one is dropped", extra={"msgid": msgid,
@@ -430,32 +394,25 @@ class RobotChannel(Channel):
         except Exception as exc:  # recorded by the client (API failures) and here on the row
             log.warning("robot reply not delivered", extra={"msgid": msgid, "chat_id": chat_id, "error": str(exc)})
             async with self.runtime.db.session() as session:
-                await store.settle(session, msgid, from_status=store.SENDING, to_status=store.FAILED,
-                                   error=f"{type(exc).__name__}: {exc}")
+                await store.replies.settle(session, msgid, from_status=store.SENDING, to_status=FAILED,
+                                           error=f"{type(exc).__name__}: {exc}")
             return
         async with self.runtime.db.session() as session:
-            await store.settle(session, msgid, from_status=store.SENDING, to_status=store.DELIVERED,
-                               via=store.WEBHOOK)
+            await store.replies.settle(session, msgid, from_status=store.SENDING, to_status=DELIVERED,
+                                       via=store.WEBHOOK)
         log.info("robot reply sent through the webhook", extra={"msgid": msgid, "chat_id": chat_id})
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.sweep_interval_seconds)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("robot sweep failed")
 
     async def sweep(self) -> None:
         """Send ready replies that no callback handed over in time (the process answering it died).
 
         Every process sweeps; the conditional update lets one of them take each reply.
         """
+        grace = utcnow() - timedelta(seconds=self.cfg.reply_grace_seconds)
         async with self.runtime.db.read_session() as session:
-            due = await store.ready_unclaimed(session, ready_before=store.stale_before(self.cfg.reply_grace_seconds))
+            due = await store.replies.ready_unclaimed(session, ready_before=grace)
         for row in due:
             async with self.runtime.db.session() as session:
-                taken = await store.settle(session, row.msgid, from_status=store.READY, to_status=store.SENDING)
+                taken = await store.replies.settle(session, row.msgid, from_status=READY, to_status=store.SENDING)
             if taken:
                 await self._webhook_reply(row.msgid, row.chat_id, row.content or "")
 

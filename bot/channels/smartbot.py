@@ -33,7 +33,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.channels import callback_reply
 from bot.channels.base import Capabilities, Channel
 from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected
@@ -43,6 +45,7 @@ from storage.db import utcnow
 from storage.inbox import DONE as INBOX_DONE
 from storage.inbox import FAILED as INBOX_FAILED
 from storage.kv import DbFailureRecorder
+from storage.replies import DELIVERED, FAILED, NOTHING, PENDING, READY, event_status
 
 log = logging.getLogger("qunbot.smartbot")
 
@@ -105,19 +108,13 @@ class SmartbotChannel(Channel):
         app.router.add_post(self.cfg.path, self.callback)
 
     async def start(self) -> None:
-        self.spawn(self._sweep_forever(), name="smartbot-sweep")
+        self.spawn(callback_reply.sweep_forever(self.cfg.sweep_interval_seconds, self.sweep, log, "smartbot"),
+                   name="smartbot-sweep")
 
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def verify_url(self, request: web.Request) -> web.Response:
-        """URL verification: answer the decrypted echostr as the raw body."""
-        try:
-            q = query_params(request, "msg_signature", "timestamp", "nonce", "echostr")
-            plain = self.crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
-        except Rejected as exc:
-            return reject(request, exc, log, "smartbot callback rejected")
-        log.info("smartbot url verified", extra={"path": request.path})
-        return web.Response(body=plain, content_type="text/plain")
+        return await callback_reply.verify_url(request, self.crypto, log, "smartbot")
 
     async def callback(self, request: web.Request) -> web.Response:
         deadline = asyncio.get_running_loop().time() + self.cfg.reply_budget_seconds
@@ -147,36 +144,18 @@ class SmartbotChannel(Channel):
 
     async def _accept(self, incoming: Incoming, deadline: float) -> web.Response:
         """Store the message (or enter_chat) and its reply row, process it, answer within the budget."""
-        event = incoming.event
+        event, msgid = incoming.event, incoming.msgid
         assert event is not None
-        try:
-            async with self.runtime.db.session() as session:
-                await store.create(session, msgid=incoming.msgid, stream_id=stream_id_for(incoming.msgid),
-                                   event_key=event.key, response_url=incoming.response_url)
-            inbox_id = await self.runtime.inbox.accept(event)
-        except Exception as exc:  # InboxUnavailable, or the reply row could not be written
-            # Not stored: an error makes WeCom retry rather than lose the message.
-            log.warning("smartbot message not stored", extra={"msgid": incoming.msgid, "error": str(exc)})
-            return web.Response(status=503, text="busy")
-        if inbox_id is not None:
-            self.work_on(incoming.msgid, self._process(event, incoming.msgid), name=f"smartbot-{inbox_id}")
-        else:
-            log.info("duplicate smartbot callback", extra={"msgid": incoming.msgid, "event_key": event.key})
-        await self.wait_for_work(incoming.msgid, deadline)
-        return await self._answer(msgid=incoming.msgid, greeting=incoming.kind == GREETING)
+        return await callback_reply.answer_in_time(
+            self, event, deadline, key=msgid, what="smartbot", log=log, fields={"msgid": msgid},
+            prepare=lambda session: store.create(session, msgid=msgid, stream_id=stream_id_for(msgid),
+                                                 event_key=event.key, response_url=incoming.response_url),
+            nothing=lambda: self._settle(msgid, PENDING, DELIVERED, via=NOTHING, content=""),
+            answer=lambda: self._answer(msgid=msgid, greeting=incoming.kind == GREETING))
 
-    async def _process(self, event: Event, msgid: str) -> None:
-        """Run the event through the inbox (deliver() stores the reply); settle a reply with nothing to say."""
-        try:
-            replies = await self.runtime.inbox.process(event)
-            if replies == []:
-                async with self.runtime.db.session() as session:
-                    row = await store.by_msgid(session, msgid)
-                    if row is not None:
-                        await store.settle(session, row.id, from_status=store.PENDING,  # type: ignore[arg-type]
-                                           to_status=store.DELIVERED, via=store.NOTHING, content="")
-        except Exception:
-            log.exception("smartbot processing failed", extra={"msgid": msgid, "event_id": event.id})
+    async def _settle(self, msgid: str, from_status: str, to_status: str, **values: str) -> bool:
+        async with self.runtime.db.session() as session:
+            return await store.replies.settle(session, msgid, from_status=from_status, to_status=to_status, **values)
 
     async def _answer(self, *, msgid: str = "", stream_id: str = "", greeting: bool = False) -> web.Response:
         """The answer to a message (or its retry), an enter_chat, or a stream refresh, from the reply's row.
@@ -186,25 +165,21 @@ class SmartbotChannel(Channel):
         refresh = bool(stream_id)
         try:
             async with self.runtime.db.session() as session:
-                row = await (store.by_stream_id(session, stream_id) if refresh else store.by_msgid(session, msgid))
+                row = await (store.by_stream_id(session, stream_id) if refresh else store.replies.get(session, msgid))
                 if row is None:
                     if not refresh:
                         raise RuntimeError(f"no reply row for msgid {msgid}")
                     log.warning("stream refresh for an unknown stream; closing it", extra={"stream_id": stream_id})
                     return self._encrypted(stream_body(stream_id, "", True))
-                if row.status == store.PENDING:
+                if row.status == PENDING:
                     # Finished without a reply, or failed for good: the inbox knows.
-                    status = await store.event_status(session, self.name, row.event_key)
-                    if status == INBOX_DONE:
-                        await store.settle(session, row.id, from_status=store.PENDING,  # type: ignore[arg-type]
-                                           to_status=store.DELIVERED, via=store.NOTHING, content="")
-                    elif status == INBOX_FAILED:
-                        await store.settle(session, row.id, from_status=store.PENDING,  # type: ignore[arg-type]
-                                           to_status=store.FAILED, error="processing failed")
-                elif row.status == store.READY:
-                    await store.settle(session, row.id, from_status=store.READY,  # type: ignore[arg-type]
-                                       to_status=store.DELIVERED, via=store.STREAM if refresh else store.INLINE)
-                row = await store.by_msgid(session, row.msgid)
+                    status = await event_status(session, self.name, row.event_key)
+                    if status in (INBOX_DONE, INBOX_FAILED):
+                        await self._close(session, row.msgid, status)
+                elif row.status == READY:
+                    await store.replies.settle(session, row.msgid, from_status=READY, to_status=DELIVERED,
+                                               via=store.STREAM if refresh else store.INLINE)
+                row = await store.replies.get(session, row.msgid)
         except Exception as exc:
             log.warning("smartbot reply state unavailable", extra={"msgid": msgid, "stream_id": stream_id,
                                                                    "error": str(exc)})
@@ -213,22 +188,32 @@ class SmartbotChannel(Channel):
         log.info("smartbot answer", extra={"msgid": row.msgid, "status": row.status, "via": row.via,
                                            "refresh": refresh})
         templates = self.runtime.templates
-        shown = row.status == store.DELIVERED and row.via in (store.INLINE, store.STREAM)
+        shown = row.status == DELIVERED and row.via in (store.INLINE, store.STREAM)
         if greeting:  # enter_chat takes a text reply only, and only in its own callback response
             if shown and row.content:
                 return self._encrypted({"msgtype": "text", "text": {"content": fit(row.content)}})
             return web.Response(status=200)
         if shown:
             return self._encrypted(stream_body(row.stream_id, row.content or "", True))
-        if row.status == store.PENDING:
+        if row.status == PENDING:
             return self._encrypted(stream_body(row.stream_id, templates.raw("smartbot.thinking"), False))
-        if row.status == store.FAILED:
+        if row.status == FAILED:
             return self._encrypted(stream_body(row.stream_id, templates.raw("smartbot.failed"), True))
         if not refresh:  # nothing to say, or said through response_url: the message needs no answer
             return web.Response(status=200)
-        if row.via == store.NOTHING:
+        if row.via == NOTHING:
             return self._encrypted(stream_body(row.stream_id, templates.raw("smartbot.no_reply"), True))
         return self._encrypted(stream_body(row.stream_id, "", True))  # posted separately: close the stream
+
+    @staticmethod
+    async def _close(session: AsyncSession, msgid: str, inbox_status: str | None) -> None:
+        """Settle a pending reply whose message will get none: finished without a reply (inbox done), or
+        failed (for good, or lost)."""
+        if inbox_status == INBOX_DONE:
+            await store.replies.settle_nothing(session, msgid)
+        else:
+            await store.replies.settle(session, msgid, from_status=PENDING, to_status=FAILED,
+                                       error=f"processing {inbox_status or 'lost'}")
 
     def _encrypted(self, payload: dict[str, Any]) -> web.Response:
         """A passive reply: the JSON payload encrypted and signed as {"encrypt","msgsignature","timestamp","nonce"}."""
@@ -245,19 +230,11 @@ class SmartbotChannel(Channel):
         msgid = event.key.split(":", 1)[1]
         content = fit("\n\n".join(r.text for r in replies if r.text))
         async with self.runtime.db.session() as session:
-            saved = await store.save_content(session, msgid, content)
+            saved = await store.replies.settle(session, msgid, from_status=PENDING, to_status=READY, content=content)
         if not saved:
             log.info("reply already settled; this one is dropped", extra={"msgid": msgid, "event_id": event.id})
 
     # -- response_url ----------------------------------------------------------------------------
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.sweep_interval_seconds)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("smartbot sweep failed")
 
     async def sweep(self) -> None:
         """Post ready replies that no stream refresh fetched in time; settle replies left pending.
@@ -265,23 +242,19 @@ class SmartbotChannel(Channel):
         Every process sweeps; conditional updates let one of them take each reply.
         """
         now = utcnow()
+        grace = now - timedelta(seconds=self.cfg.stream_grace_seconds)
         async with self.runtime.db.read_session() as session:
-            due = await store.ready_unclaimed(session, ready_before=now - timedelta(seconds=self.cfg.stream_grace_seconds))
-            stale = await store.pending_since(session, created_before=now - timedelta(seconds=self.cfg.stream_grace_seconds))
+            due = await store.replies.ready_unclaimed(session, ready_before=grace)
+            stale = await store.replies.pending_since(session, created_before=grace)
         for row in due:
             await self._post_response_url(row)
         for row in stale:
             async with self.runtime.db.read_session() as session:
-                status = await store.event_status(session, self.name, row.event_key)
+                status = await event_status(session, self.name, row.event_key)
             if status not in (INBOX_DONE, INBOX_FAILED) and row.created_at >= now - RESPONSE_URL_LIFETIME:
                 continue  # still being worked on
             async with self.runtime.db.session() as session:
-                if status == INBOX_DONE:
-                    await store.settle(session, row.id, from_status=store.PENDING,  # type: ignore[arg-type]
-                                       to_status=store.DELIVERED, via=store.NOTHING, content="")
-                else:
-                    await store.settle(session, row.id, from_status=store.PENDING,  # type: ignore[arg-type]
-                                       to_status=store.FAILED, error=f"processing {status or 'lost'}")
+                await self._close(session, row.msgid, status)
 
     async def _post_response_url(self, row: store.SmartbotReply) -> None:
         """Send a ready reply through the message's response_url, at most once."""
@@ -292,25 +265,18 @@ class SmartbotChannel(Channel):
         elif row.created_at < utcnow() - RESPONSE_URL_LIFETIME:
             problem = "response_url expired"
         if problem:
-            async with self.runtime.db.session() as session:
-                if await store.settle(session, row.id, from_status=store.READY, to_status=store.FAILED,  # type: ignore[arg-type]
-                                      error=problem):
-                    log.warning("smartbot reply undeliverable", extra={"msgid": row.msgid, "reason": problem})
+            if await self._settle(row.msgid, READY, FAILED, error=problem):
+                log.warning("smartbot reply undeliverable", extra={"msgid": row.msgid, "reason": problem})
             return
-        async with self.runtime.db.session() as session:
-            if not await store.settle(session, row.id, from_status=store.READY, to_status=store.POSTING):  # type: ignore[arg-type]
-                return  # fetched by a refresh meanwhile, or another process is posting it
+        if not await self._settle(row.msgid, READY, store.POSTING):
+            return  # fetched by a refresh meanwhile, or another process is posting it
         outcome, detail = await self._send(url, row.content or "")
-        async with self.runtime.db.session() as session:
-            if outcome == "sent":
-                await store.settle(session, row.id, from_status=store.POSTING, to_status=store.DELIVERED,  # type: ignore[arg-type]
-                                   via=store.RESPONSE_URL)
-            elif outcome == "retry" and row.attempts + 1 < RESPONSE_URL_ATTEMPTS:
-                await store.settle(session, row.id, from_status=store.POSTING, to_status=store.READY,  # type: ignore[arg-type]
-                                   error=detail)
-            else:
-                await store.settle(session, row.id, from_status=store.POSTING, to_status=store.FAILED,  # type: ignore[arg-type]
-                                   error=detail)
+        if outcome == "sent":
+            await self._settle(row.msgid, store.POSTING, DELIVERED, via=store.RESPONSE_URL)
+        elif outcome == "retry" and row.attempts + 1 < RESPONSE_URL_ATTEMPTS:
+            await self._settle(row.msgid, store.POSTING, READY, error=detail)
+        else:
+            await self._settle(row.msgid, store.POSTING, FAILED, error=detail)
         extra = {"msgid": row.msgid, "outcome": outcome, "attempt": row.attempts + 1, "detail": detail}
         if outcome == "sent":
             log.info("smartbot reply posted to response_url", extra=extra)

@@ -4,7 +4,8 @@
  *   Console.api(method, path, body)                 JSON API call; sends the CSRF header; 401 → login page
  *   Console.h(tag, attrs, ...children)              build DOM (attrs: class, text, on<Event>, any attribute)
  *   Console.t(key, vars)                            a console text (bot/templates/zh/console.toml, no "console.")
- *   Console.table(columns, rows), Console.pager(...), Console.fmtTime(iso), Console.message(root, text, kind)
+ *   Console.table(columns, rows), Console.pager(...), Console.message(root, text, kind)
+ *   Console.fmtTime(iso, zone)                      a time in the bot's timezone (Console.zone) or the given one
  *   Console.params() / Console.go(params)           the page's query string as state
  *
  * ctx = {me, params, rerender}. Nothing here uses innerHTML with data: text is always set as text.
@@ -76,12 +77,40 @@
     return data;
   }
 
-  function pad(n) { return String(n).padStart(2, "0"); }
+  // Times are shown in the bot's timezone (config `timezone`, given with the account), never the browser's:
+  // ops in different places read the same clock. A group's own things (a post's runs, a lottery) pass their
+  // zone, and a time in a zone other than the console's is followed by the zone's name.
+  const zone = validZone(me && me.timezone) || "UTC";
+  const formats = {};
 
-  function fmtTime(iso) {
+  function validZone(tz) {
+    if (!tz) return null;
+    try {
+      new Intl.DateTimeFormat("en-US", {timeZone: tz});
+      return tz;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function formatIn(tz) {
+    if (!formats[tz]) {
+      formats[tz] = new Intl.DateTimeFormat("en-US", {timeZone: tz, year: "numeric", month: "2-digit",
+        day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+    }
+    return formats[tz];
+  }
+
+  // "2026-05-01 09:00" in the console's zone, or "2026-05-01 10:00（Asia/Tokyo）" in another one.
+  function fmtTime(iso, tz) {
     if (!iso) return "";
     const d = new Date(iso);
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    if (isNaN(d.getTime())) return String(iso);
+    const shown = validZone(tz) || zone;
+    const part = {};
+    for (const p of formatIn(shown).formatToParts(d)) part[p.type] = p.value;
+    const text = `${part.year}-${part.month}-${part.day} ${part.hour}:${part.minute}`;
+    return shown === zone ? text : `${text}（${shown}）`;
   }
 
   function fmtPercent(x) { return (Math.round(x * 1000) / 10).toFixed(1) + "%"; }
@@ -143,6 +172,10 @@
         toggle.setAttribute("aria-expanded", open ? "true" : "false");
       });
     }
+    const who = document.getElementById("who");
+    if (who && me) {  // which clock the page's times are on
+      who.after(" · ", h("span", {id: "console-zone", class: "zone", title: zone}, t("common.times_in", {zone})));
+    }
     const logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", async () => {
@@ -168,6 +201,6 @@
     await rerender();
   }
 
-  window.Console = {page, api, h, t, me, table, pager, message, params, go, fmtTime, fmtPercent, ApiError};
+  window.Console = {page, api, h, t, me, zone, table, pager, message, params, go, fmtTime, fmtPercent, ApiError};
   document.addEventListener("DOMContentLoaded", start);
 })();

@@ -187,7 +187,7 @@
           {label: t("lottery.col_picks"), value: (r) => r.picks > 1 ? `${r.first_pick}–${r.first_pick + r.picks - 1}` : String(r.first_pick)},
           {label: t("lottery.col_actor"), value: (r) => r.actor},
           {label: t("lottery.col_reason"), value: (r) => r.reason, cls: "wrap"},
-          {label: t("lottery.col_at"), value: (r) => Console.fmtTime(r.at)},
+          {label: t("lottery.col_at"), value: (r) => Console.fmtTime(r.at, l.timezone)},
         ], l.rounds, {id: "rounds-table"})));
     }
 
@@ -211,7 +211,7 @@
       Console.table([
         {label: t("lottery.col_name"), value: (e) => e.name},
         {label: t("lottery.col_user"), value: (e) => e.user},
-        {label: t("lottery.col_joined"), value: (e) => Console.fmtTime(e.joined_at)},
+        {label: t("lottery.col_joined"), value: (e) => Console.fmtTime(e.joined_at, l.timezone)},
       ], people.entrants, {id: "entrants-table"}),
       Console.pager(people.total, people.page, people.per_page, (n) => Console.go({lottery: l.id, page: n}))));
   }

@@ -282,14 +282,14 @@
       const flag = run.status === "skipped" ? h("span", {class: "badge state-skipped"}, t("push.run_skipped", {reason: run.reason}))
         : run.late ? h("span", {class: "badge state-late"}, t("push.run_late")) : h("span", {class: "badge state-on"}, t("push.run_on_time"));
       root.append(h("section", {class: "card run", "data-run-id": run.id},
-        h("h3", {}, t("push.run_heading", {local: run.local, id: run.post_id, name: run.post_name || ""}), " ", flag,
+        h("h3", {}, t("push.run_heading", {local: Console.fmtTime(run.scheduled_at, run.timezone), id: run.post_id, name: run.post_name || ""}), " ", flag,
           h("span", {class: "hint"}, " " + t("push.run_targets", {count: run.targets}))),
         Console.table([
           {label: t("push.col_group"), value: (d) => (d.group_name || d.group) + " · " + d.channel},
           {label: t("push.col_delivery"), value: (d) => h("span", {class: "badge delivery-" + d.status}, t("push.delivery_" + d.status))},
           {label: t("push.col_attempts"), value: (d) => String(d.attempts), cls: "num"},
-          {label: t("push.col_when"), value: (d) => d.sent_at ? Console.fmtTime(d.sent_at)
-            : d.status === "pending" ? t("push.next_attempt", {at: Console.fmtTime(d.next_attempt_at)}) : ""},
+          {label: t("push.col_when"), value: (d) => d.sent_at ? Console.fmtTime(d.sent_at, run.timezone)
+            : d.status === "pending" ? t("push.next_attempt", {at: Console.fmtTime(d.next_attempt_at, run.timezone)}) : ""},
           {label: t("push.col_reason"), value: (d) => d.reason, cls: "wrap"},
         ], run.deliveries.map((d) => Object.assign(d, {__attrs: {"data-status": d.status}})), {class: "deliveries"})));
     }
