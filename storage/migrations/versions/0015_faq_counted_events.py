@@ -1,6 +1,6 @@
 """faq counted events: the inbox events whose FAQ outcome is in faq_daily_counts, so a retried event counts once
 
-Revision ID: 0016
+Revision ID: 0015
 Revises: 0014
 """
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0016'
+revision: str = '0015'
 down_revision: str | None = '0014'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
