@@ -201,6 +201,33 @@
     await rerender();
   }
 
-  window.Console = {page, api, h, t, me, zone, table, pager, message, params, go, fmtTime, fmtPercent, ApiError};
+  /* A post's or a campaign's targets in a form: the kind (listed groups; a tag or every group only for
+   * `broad` accounts), the group checklist, the tag (with `tags` offered), and the door for broad targets.
+   * `field(name, label, control)` is the form's own labelled-field maker; `prefix` names the elements. */
+  function targetFields({x, groups, chosen, broad, field, prefix, label, legend, tags = []}) {
+    const groupName = (g) => g.name || g.external_id;
+    const channels = [...new Set(groups.map((g) => g.channel))];
+    return [
+      field("target_kind", label,
+        h("select", {name: "target_kind"}, ["groups", "tag", "all"].filter((k) => k === "groups" || broad || x.target_kind === k)
+          .map((k) => h("option", {value: k, selected: x.target_kind === k}, t("push.target_" + k))))),
+      h("fieldset", {class: "targets", "data-for": "groups"},
+        h("legend", {}, legend),
+        h("div", {class: "checklist", id: prefix + "-groups"}, groups.map((g) => h("label", {class: "check"},
+          h("input", {type: "checkbox", name: "group_ids", value: g.id, checked: chosen.has(g.id)}), " " + groupName(g),
+          h("span", {class: "hint"}, " " + g.channel)))),
+        h("small", {class: "field-error", "data-error-for": "group_ids"})),
+      h("div", {class: "targets", "data-for": "tag"},
+        field("tag", t("push.field_tag"), h("input", {name: "tag", value: x.target_tag || "", list: prefix + "-tags", maxlength: 64})),
+        h("datalist", {id: prefix + "-tags"}, tags.map((tag) => h("option", {value: tag})))),
+      h("div", {class: "targets", "data-for": "broad"},
+        field("channel", t("push.field_channel"), h("select", {name: "channel"},
+          h("option", {value: ""}, t("push.any_channel")),
+          channels.map((ch) => h("option", {value: ch, selected: x.target_channel === ch}, ch))))),
+    ];
+  }
+
+  window.Console = {page, api, h, t, me, zone, table, pager, message, params, go, fmtTime, fmtPercent, ApiError,
+                    targetFields};
   document.addEventListener("DOMContentLoaded", start);
 })();

@@ -229,7 +229,6 @@
       return h("label", {"data-field": name}, label, control, hint ? h("small", {class: "hint"}, hint) : null,
         h("small", {class: "field-error", "data-error-for": name}));
     }
-    const channels = [...new Set(groups.map((g) => g.channel))];
     const form = h("form", {id: "campaign-form", class: "card form"},
       field("name", t("campaigns.field_name"), h("input", {name: "name", value: x.name, maxlength: 64, required: true,
                                                            autocomplete: "off", placeholder: "d11"}), t("campaigns.name_hint")),
@@ -251,21 +250,8 @@
       field("dates", t("campaigns.field_dates"), h("textarea", {name: "dates", rows: 2, placeholder: "直播 2026-11-10"},
         x.dates.map((d) => `${d.name} ${d.day}`).join("\n")), t("campaigns.dates_hint")),
       field("timezone", t("campaigns.field_timezone"), h("input", {name: "timezone", value: x.timezone, maxlength: 64})),
-      field("target_kind", t("campaigns.field_target"),
-        h("select", {name: "target_kind"}, ["groups", "tag", "all"].filter((k) => k === "groups" || broad || x.target_kind === k)
-          .map((k) => h("option", {value: k, selected: x.target_kind === k}, t("push.target_" + k))))),
-      h("fieldset", {class: "targets", "data-for": "groups"},
-        h("legend", {}, t("campaigns.field_groups")),
-        h("div", {class: "checklist", id: "campaign-groups"}, groups.map((g) => h("label", {class: "check"},
-          h("input", {type: "checkbox", name: "group_ids", value: g.id, checked: chosen.has(g.id)}), " " + groupName(g),
-          h("span", {class: "hint"}, " " + g.channel)))),
-        h("small", {class: "field-error", "data-error-for": "group_ids"})),
-      h("div", {class: "targets", "data-for": "tag"},
-        field("tag", t("push.field_tag"), h("input", {name: "tag", value: x.target_tag || "", maxlength: 64}))),
-      h("div", {class: "targets", "data-for": "broad"},
-        field("channel", t("push.field_channel"), h("select", {name: "channel"},
-          h("option", {value: ""}, t("push.any_channel")),
-          channels.map((ch) => h("option", {value: ch, selected: x.target_channel === ch}, ch))))),
+      ...Console.targetFields({x, groups, chosen, broad, field, prefix: "campaign",
+                               label: t("campaigns.field_target"), legend: t("campaigns.field_groups")}),
       field("owner", t("campaigns.field_owner"), h("input", {name: "owner", value: x.owner, maxlength: 128})),
       field("ops_users", t("campaigns.field_ops"), h("input", {name: "ops_users", value: x.ops_users.join(","), maxlength: 500}),
         t("campaigns.ops_hint")),

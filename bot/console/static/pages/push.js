@@ -95,7 +95,6 @@
       return h("label", {"data-field": name}, label, control, hint ? h("small", {class: "hint"}, hint) : null,
         h("small", {class: "field-error", "data-error-for": name}));
     }
-    const channels = [...new Set(groups.map((g) => g.channel))];
     const form = h("form", {id: "push-form", class: "card form"},
       field("schedule", t("push.field_schedule"),
         h("input", {name: "schedule", value: x.schedule_text, maxlength: 128, required: true, autocomplete: "off",
@@ -107,22 +106,9 @@
         h("input", {name: "timezone", value: x.timezone, list: "push-zones", maxlength: 64}),
         t("push.timezone_hint", {zone: listing.timezone})),
       h("datalist", {id: "push-zones"}, ZONES.map((z) => h("option", {value: z}))),
-      field("target_kind", t("push.field_target"),
-        h("select", {name: "target_kind"}, ["groups", "tag", "all"].filter((k) => k === "groups" || broad || x.target_kind === k)
-          .map((k) => h("option", {value: k, selected: x.target_kind === k}, t("push.target_" + k))))),
-      h("fieldset", {class: "targets", "data-for": "groups"},
-        h("legend", {}, t("push.field_groups")),
-        h("div", {class: "checklist", id: "push-groups"}, groups.map((g) => h("label", {class: "check"},
-          h("input", {type: "checkbox", name: "group_ids", value: g.id, checked: chosen.has(g.id)}), " " + groupName(g),
-          h("span", {class: "hint"}, " " + g.channel)))),
-        h("small", {class: "field-error", "data-error-for": "group_ids"})),
-      h("div", {class: "targets", "data-for": "tag"},
-        field("tag", t("push.field_tag"), h("input", {name: "tag", value: x.target_tag || "", list: "push-tags", maxlength: 64})),
-        h("datalist", {id: "push-tags"}, tagData.tags.map((tg) => h("option", {value: tg.tag})))),
-      h("div", {class: "targets", "data-for": "broad"},
-        field("channel", t("push.field_channel"), h("select", {name: "channel"},
-          h("option", {value: ""}, t("push.any_channel")),
-          channels.map((c) => h("option", {value: c, selected: x.target_channel === c}, c))))),
+      ...Console.targetFields({x, groups, chosen, broad, field, prefix: "push", label: t("push.field_target"),
+                               legend: t("push.field_groups"),
+                               tags: tagData.tags.map((tg) => tg.tag)}),
       field("kind", t("push.field_kind"), h("select", {name: "kind"}, KINDS.map((k) =>
         h("option", {value: k, selected: x.kind === k}, t("push.kind_" + k))))),
       field("content", t("push.field_content"),
