@@ -13,7 +13,7 @@ import re
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -124,17 +124,52 @@ def _callback_token(value: str) -> str:
     return value
 
 
-class WeComConfig(_Section):
+class _CallbackDoor(_Section):
+    """What every door taking callbacks over HTTP has: its URL path (`path`, the WeCom app's `callback_path`)
+    and the limits on a request."""
+
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # A request body must arrive completely within this many seconds.
+    body_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("path", "callback_path", check_fields=False)
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        return _url_path(value)
+
+
+class _EncryptedCallbackDoor(_CallbackDoor):
+    """A door taking WeCom's encrypted callbacks (the WeCom app, smart bot, group robot, Official Account):
+    a replay window, and the Token and EncodingAESKey (secrets: environment only, e.g. QUNBOT_SMARTBOT_TOKEN
+    and QUNBOT_SMARTBOT_ENCODING_AES_KEY)."""
+
+    # Where the EncodingAESKey is shown, for the error naming a wrong one.
+    aes_key_from: ClassVar[str] = "the platform's settings"
+
+    # Reject callbacks whose timestamp is further than this from now (0 disables the check).
+    replay_window_seconds: int = Field(600, ge=0)
+    token: str = Field("", repr=False)
+    encoding_aes_key: str = Field("", repr=False)
+
+    @field_validator("encoding_aes_key", "previous_encoding_aes_key", check_fields=False)
+    @classmethod
+    def _check_aes_key(cls, value: str) -> str:
+        return _aes_key(value, cls.aes_key_from)
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: str) -> str:
+        return _callback_token(value)
+
+
+class WeComConfig(_EncryptedCallbackDoor):
+    aes_key_from = "the WeCom admin console"
+
     enabled: bool = False
     corp_id: str = ""
     agent_id: int | None = None
     callback_path: str = "/wecom/callback"
     api_base_url: str = "https://qyapi.weixin.qq.com"
-    # Reject callbacks whose timestamp is further than this from now (0 disables the check).
-    replay_window_seconds: int = Field(600, ge=0)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
-    # A request body must arrive completely within this many seconds.
-    body_timeout_seconds: float = Field(5.0, gt=0)
     # Keep the customer-group welcome template (group_welcome_template) in sync with the welcome text.
     sync_welcome_template: bool = True
     # Fetch groupchat/get on joins to record names, join scene and inviter.
@@ -157,17 +192,13 @@ class WeComConfig(_Section):
     group_msg_check_seconds: float = Field(300.0, gt=0, le=86400)
     # A run's customer-group posts wait up to this long for the rest of its fan-out: one task per owner.
     group_msg_batch_seconds: float = Field(60.0, ge=0, le=3600)
-    # Secrets: environment only (QUNBOT_WECOM_TOKEN, QUNBOT_WECOM_ENCODING_AES_KEY, QUNBOT_WECOM_CORP_SECRET).
-    token: str = Field("", repr=False)
-    encoding_aes_key: str = Field("", repr=False)
+    # Secret: environment only (QUNBOT_WECOM_CORP_SECRET; also QUNBOT_WECOM_TOKEN, QUNBOT_WECOM_ENCODING_AES_KEY).
     corp_secret: str = Field("", repr=False)
 
-    _path = field_validator("callback_path")(lambda value: _url_path(value))
-    _aes_key = field_validator("encoding_aes_key")(lambda value: _aes_key(value, "the WeCom admin console"))
-    _token = field_validator("token")(lambda value: _callback_token(value))
 
+class SmartbotConfig(_EncryptedCallbackDoor):
+    aes_key_from = "the smart bot's settings"
 
-class SmartbotConfig(_Section):
     enabled: bool = False
     # URL path of the smart bot's callback (智能机器人 → 接收消息 URL).
     path: str = "/wecom/smartbot"
@@ -183,16 +214,6 @@ class SmartbotConfig(_Section):
     sweep_interval_seconds: float = Field(2.0, gt=0, le=60)
     # response_url is only used when it starts with this (it should always be WeCom's API).
     response_url_prefix: str = "https://qyapi.weixin.qq.com/"
-    replay_window_seconds: int = Field(600, ge=0)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
-    body_timeout_seconds: float = Field(5.0, gt=0)
-    # Secrets: environment only (QUNBOT_SMARTBOT_TOKEN, QUNBOT_SMARTBOT_ENCODING_AES_KEY).
-    token: str = Field("", repr=False)
-    encoding_aes_key: str = Field("", repr=False)
-
-    _path = field_validator("path")(lambda value: _url_path(value))
-    _aes_key = field_validator("encoding_aes_key")(lambda value: _aes_key(value, "the smart bot's settings"))
-    _token = field_validator("token")(lambda value: _callback_token(value))
 
 
 class SmartbotWsConfig(_Section):
@@ -236,7 +257,9 @@ class SmartbotWsConfig(_Section):
         return value
 
 
-class OfficialAccountConfig(_Section):
+class OfficialAccountConfig(_EncryptedCallbackDoor):
+    aes_key_from = "the Official Account's 消息推送 settings"
+
     enabled: bool = False
     # URL path of the callback (the 服务器地址(URL) of the account's 消息推送 settings).
     path: str = "/wechat/mp"
@@ -246,22 +269,11 @@ class OfficialAccountConfig(_Section):
     mode: Literal["plain", "compatible", "safe"] = "safe"
     # Replies ready within this many seconds go back as the passive reply (WeChat waits 5 s); later, "success".
     reply_budget_seconds: float = Field(4.0, gt=0, le=4.5)
-    replay_window_seconds: int = Field(600, ge=0)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
-    body_timeout_seconds: float = Field(5.0, gt=0)
-    # Secrets: environment only (QUNBOT_OFFICIAL_ACCOUNT_TOKEN, QUNBOT_OFFICIAL_ACCOUNT_ENCODING_AES_KEY, and
-    # QUNBOT_OFFICIAL_ACCOUNT_PREVIOUS_ENCODING_AES_KEY while a changed key settles).
-    token: str = Field("", repr=False)
-    encoding_aes_key: str = Field("", repr=False)
+    # Secret: environment only (QUNBOT_OFFICIAL_ACCOUNT_PREVIOUS_ENCODING_AES_KEY), while a changed key settles.
     previous_encoding_aes_key: str = Field("", repr=False)
 
-    _path = field_validator("path")(lambda value: _url_path(value))
-    _aes_key = field_validator("encoding_aes_key", "previous_encoding_aes_key")(
-        lambda value: _aes_key(value, "the Official Account's 消息推送 settings"))
-    _token = field_validator("token")(lambda value: _callback_token(value))
 
-
-class GatewayConfig(_Section):
+class GatewayConfig(_CallbackDoor):
     enabled: bool = False
     # URL path where gateways POST their signed JSON events (the gateway names itself in X-Qunbot-Gateway).
     path: str = "/gateway/events"
@@ -273,8 +285,6 @@ class GatewayConfig(_Section):
     reply_budget_seconds: float = Field(3.0, ge=0, le=60)
     # Reject events whose X-Qunbot-Timestamp is further than this many seconds from now.
     replay_window_seconds: int = Field(300, ge=1, le=86400)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
-    body_timeout_seconds: float = Field(5.0, gt=0)
     # Outbound POSTs: timeout of one attempt, attempts in all, and the backoff between them (doubling).
     outbound_timeout_seconds: float = Field(10.0, gt=0, le=120)
     outbound_max_attempts: int = Field(8, ge=1, le=100)
@@ -285,8 +295,6 @@ class GatewayConfig(_Section):
     # Secrets: environment only (QUNBOT_GATEWAY_SECRETS='{"wechat": "..."}'); a list of secrets per name
     # while one is being replaced (the first signs outbound POSTs, any of them verifies inbound events).
     secrets: dict[str, str | list[str]] = Field({}, repr=False)
-
-    _path = field_validator("path")(lambda value: _url_path(value))
 
     @field_validator("outbound_urls")
     @classmethod
@@ -330,7 +338,9 @@ def _webhook_key(value: str) -> str:
     return key
 
 
-class RobotConfig(_Section):
+class RobotConfig(_EncryptedCallbackDoor):
+    aes_key_from = "the group robot's settings"
+
     enabled: bool = False
     # Where webhook sends go (WeCom's API; tests point it at a fake).
     api_base_url: str = "https://qyapi.weixin.qq.com"
@@ -360,19 +370,10 @@ class RobotConfig(_Section):
     reply_grace_seconds: float = Field(15.0, gt=0, le=3600)
     # How often each process looks for such replies.
     sweep_interval_seconds: float = Field(2.0, gt=0, le=60)
-    replay_window_seconds: int = Field(600, ge=0)
-    max_body_bytes: int = Field(64 * 1024, ge=1024)
-    body_timeout_seconds: float = Field(5.0, gt=0)
     # Secrets: environment only. QUNBOT_ROBOT_KEYS='{"<group>": "<key or webhook URL>"}' names the robot of
     # each push-only group (<group>: the ChatId, or any name scheduled posts use for it);
     # QUNBOT_ROBOT_TOKEN and QUNBOT_ROBOT_ENCODING_AES_KEY turn on callback mode.
     keys: dict[str, str] = Field({}, repr=False)
-    token: str = Field("", repr=False)
-    encoding_aes_key: str = Field("", repr=False)
-
-    _path = field_validator("path")(lambda value: _url_path(value))
-    _aes_key = field_validator("encoding_aes_key")(lambda value: _aes_key(value, "the group robot's settings"))
-    _token = field_validator("token")(lambda value: _callback_token(value))
 
     @field_validator("keys")
     @classmethod

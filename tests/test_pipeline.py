@@ -302,8 +302,10 @@ async def test_events_left_by_a_crashed_process_are_recovered_exactly_once(db_ur
     assert lost_row is not None and failed_row is not None
     assert (lost_row.status, failed_row.status, failed_row.attempts) == ("processing", "pending", 1)
 
-    # Two live processes scan for abandoned events at the same moment; each event is processed by one.
-    survivors = await asyncio.gather(bot_factory(config), bot_factory(config))
+    # Two live processes scan for abandoned events at the same moment; each event is processed by one. (They
+    # scan every second rather than every 5 s, only so that the test doesn't wait for the first scan.)
+    rescan = make_config(db_url, inbox={"recovery_interval_seconds": 1})
+    survivors = await asyncio.gather(bot_factory(rescan), bot_factory(rescan))
     deadline = time.monotonic() + 9
     while time.monotonic() < deadline:
         rows = [await inbox_row(survivors[0], i) for i in (lost_id, failed_id)]
