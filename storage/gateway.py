@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
 from storage.db import Database, UTCDateTime, utcnow
-from storage.inbox import InboxMessage
+from storage.replies import event_status as event_status  # the door's store.event_status
 from storage.upsert import insert_for
 
 INLINE, PENDING, SENDING, DELIVERED, FAILED = "inline", "pending", "sending", "delivered", "failed"
@@ -136,10 +136,3 @@ async def settle(db: Database, row: GatewayOutbox, *, status: str, error: str | 
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-
-async def event_status(session: AsyncSession, channel: str, event_key: str) -> str | None:
-    """The inbox status of an event (None if it was never accepted)."""
-    return (await session.execute(
-        select(col(InboxMessage.status))
-        .where(col(InboxMessage.channel) == channel, col(InboxMessage.message_key) == event_key)
-    )).scalar_one_or_none()

@@ -13,21 +13,27 @@ from storage.db import Database, UTCDateTime, utcnow
 from storage.upsert import insert_for
 
 
-class _HideTokenStatements(logging.Filter):
-    """aiosqlite logs every statement with its parameters at DEBUG; those on access_tokens carry tokens."""
+class HideStatementsOn(logging.Filter):
+    """aiosqlite logs every statement with its parameters at DEBUG: this one hides the parameters of those on
+    `table` (a table holding a credential), keeping only the statement's first word."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__()
+        self.table = table
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             text = record.getMessage()
         except Exception:  # a record we cannot format is not ours to judge
             return True
-        if "access_tokens" in text:
-            record.msg, record.args = "%s a statement on access_tokens (parameters hidden)", (text.split(" ", 1)[0],)
+        if self.table in text:
+            record.msg = f"%s a statement on {self.table} (parameters hidden)"
+            record.args = (text.split(" ", 1)[0],)
         return True
 
 
 # Tokens must never reach the logs, not even at DEBUG (docs/platform.md §6: one token serves every process).
-logging.getLogger("aiosqlite").addFilter(_HideTokenStatements())
+logging.getLogger("aiosqlite").addFilter(HideStatementsOn("access_tokens"))
 
 
 class AccessToken(SQLModel, table=True):

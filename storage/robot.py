@@ -25,24 +25,12 @@ from sqlmodel import Field, SQLModel
 
 from storage import fastsql
 from storage.db import Database, UTCDateTime, utcnow
+from storage.kv import HideStatementsOn
 from storage.replies import Replies, ReplyColumns
 from storage.upsert import insert_for
 
-
-class _HideWebhookKeys(logging.Filter):
-    """aiosqlite logs statements with their parameters at DEBUG; those on robot_chats carry webhook keys."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # a record we cannot format is not ours to judge
-            return True
-        if "robot_chats" in text:
-            record.msg, record.args = "%s a statement on robot_chats (parameters hidden)", (text.split(" ", 1)[0],)
-        return True
-
-
-logging.getLogger("aiosqlite").addFilter(_HideWebhookKeys())
+# Statements on robot_chats carry webhook keys: their parameters never reach the logs, not even at DEBUG.
+logging.getLogger("aiosqlite").addFilter(HideStatementsOn("robot_chats"))
 
 # The beginning of time for a slot never used.
 NEVER = datetime(2000, 1, 1, tzinfo=UTC)

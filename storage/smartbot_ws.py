@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from storage.db import Database, UTCDateTime, utcnow
-from storage.inbox import InboxMessage
+from storage.replies import event_status as event_status  # the door's store.event_status
 from storage.upsert import insert_for
 
 # What a row is: the reply to a message (aibot_respond_msg with the frame's req_id), the greeting for an
@@ -237,9 +237,3 @@ async def unsettled_since(session: AsyncSession, bot_id: str, *, statuses: tuple
         .limit(limit)
     )).scalars())
 
-
-async def event_status(session: AsyncSession, channel: str, event_key: str) -> str | None:
-    """The inbox status of a reply's event (None if it was never accepted)."""
-    return (await session.execute(
-        select(InboxMessage.status).where(InboxMessage.channel == channel, InboxMessage.message_key == event_key)
-    )).scalar_one_or_none()

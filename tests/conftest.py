@@ -115,21 +115,28 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def _truncate_pg(url: str) -> None:
-    """Empty every table and restart every sequence, as a fresh database has them.
+    """Empty every table and restart every sequence, leaving the tables as a fresh database has them.
 
-    DELETE, children before parents, in one round trip: on tables this small it takes milliseconds where
-    TRUNCATE (new files for every table and index) took most of a second per test."""
+    Only the tables with rows are touched: DELETE (children before parents) and then VACUUM, which gives the
+    emptied pages back, so that new rows are stored, and read back by an unordered query, in the order they
+    are inserted, as in a new table. That takes a few milliseconds per table where TRUNCATE, which has to
+    take every table that references one (new files for each table and index), took most of a second."""
     import asyncpg
 
     from storage.models import metadata
 
-    deletes = "".join(f'DELETE FROM "{table.name}";' for table in reversed(metadata.sorted_tables))
+    tables = [table.name for table in reversed(metadata.sorted_tables)]
+    probe = " UNION ALL ".join(f"SELECT '{name}' WHERE EXISTS (SELECT FROM \"{name}\")" for name in tables)
     restart = ("SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false) "
-               "FROM pg_sequences WHERE schemaname = current_schema();")
+               "FROM pg_sequences WHERE schemaname = current_schema()")
     conn = await asyncpg.connect(url)
     try:
+        filled = {row[0] for row in await conn.fetch(probe)}
+        used = [name for name in tables if name in filled]
         async with conn.transaction():
-            await conn.execute(deletes + restart)
+            await conn.execute("".join(f'DELETE FROM "{name}";' for name in used) + restart)
+        if used:
+            await conn.execute("VACUUM " + ", ".join(f'"{name}"' for name in used))
     finally:
         await conn.close()
 

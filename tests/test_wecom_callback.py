@@ -16,6 +16,7 @@ from bot.events import TextMessage
 from storage.groups import Group, Member, Membership
 from storage.inbox import InboxMessage
 from tests.conftest import make_config
+from tests.door_helpers import logged
 from tests.wecom_helpers import AES_KEY, CORP_ID, TOKEN, callback, chat_change_xml, text_xml, wecom_env
 
 PATH = "/wecom/callback"
@@ -38,14 +39,6 @@ async def post(bot, params, body):
 async def inbox_rows(bot):
     async with bot.runtime.db.session() as session:
         return list((await session.execute(select(InboxMessage).order_by(InboxMessage.id))).scalars())
-
-
-def logged(caplog) -> str:
-    """The captured log as qunbot writes it (message plus key=value fields)."""
-    from bot.logs import KeyValueFormatter
-
-    fmt = KeyValueFormatter()
-    return "\n".join(fmt.format(r) for r in caplog.records)
 
 
 def count_calls(*bots):

@@ -91,14 +91,18 @@ async def _process(door: Channel, event: Event, nothing: Callable[[], Awaitable[
         log.exception(f"{what} processing failed", extra={**fields, "event_id": event.id})
 
 
-async def verify_url(request: web.Request, crypto: CallbackCrypto, log: logging.Logger, what: str) -> web.Response:
-    """A WeCom door's URL verification: answer the decrypted echostr as the raw body."""
+async def verify_url(request: web.Request, crypto: CallbackCrypto, log: logging.Logger, what: str = "") -> web.Response:
+    """A WeCom door's URL verification: answer the decrypted echostr as the raw body. `what` begins the log
+    lines ("robot callback rejected", "robot url verified"); without it they are the app door's ("callback
+    rejected", "callback url verified")."""
+    rejected, verified = (f"{what} callback rejected", f"{what} url verified") if what else \
+        ("callback rejected", "callback url verified")
     try:
         q = query_params(request, "msg_signature", "timestamp", "nonce", "echostr")
         plain = crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
     except Rejected as exc:
-        return reject(request, exc, log, f"{what} callback rejected")
-    log.info(f"{what} url verified", extra={"path": request.path})
+        return reject(request, exc, log, rejected)
+    log.info(verified, extra={"path": request.path})
     return web.Response(body=plain, content_type="text/plain")
 
 

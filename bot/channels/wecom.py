@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import update
 
+from bot.channels import callback_reply
 from bot.channels.base import Capabilities, Channel, PostFailed, PostSkipped, QueuedPost
 from bot.channels.callback_http import query_params, read_body, reject
 from bot.channels.wecom_crypto import CallbackCrypto, Rejected, parse_xml
@@ -108,13 +109,7 @@ class WeComAppChannel(Channel):
 
     async def verify_url(self, request: web.Request) -> web.Response:
         """URL verification: answer the decrypted echostr as the raw body."""
-        try:
-            q = query_params(request, "msg_signature", "timestamp", "nonce", "echostr")
-            plain = self.crypto.open(q["msg_signature"], q["timestamp"], q["nonce"], q["echostr"])
-        except Rejected as exc:
-            return reject(request, exc, log, "callback rejected")
-        log.info("callback url verified", extra={"path": request.path})
-        return web.Response(body=plain, content_type="text/plain")
+        return await callback_reply.verify_url(request, self.crypto, log)
 
     async def callback(self, request: web.Request) -> web.Response:
         try:
