@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -20,6 +19,7 @@ from sqlalchemy import func, select
 
 from storage.inbox import InboxMessage
 from tests.conftest import make_config
+from tests.door_helpers import eventually
 from tests.fakes.wecom_server import FakeWeCom
 from tests.wecom_helpers import CORP_ID, callback, text_xml, wecom_env
 
@@ -80,10 +80,8 @@ async def test_without_a_burst_processing_keeps_pace(db_url, fake, bot_factory):
         params, body = callback(text_xml(7500 + n, "帮助", user=f"solo{n}"))
         async with bot.http.post(bot.url(PATH), params=params, data=body) as resp:
             assert resp.status == 200
-        deadline = time.monotonic() + 5
-        while len(fake.sent_messages) < n + 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert len(fake.sent_messages) == n + 1, "a lone message is answered without waiting for anything"
+        await eventually(lambda n=n: len(fake.sent_messages) == n + 1, within=5,
+                         what="a lone message answered without waiting for anything")
     assert not bot.runtime.inbox.busy
 
 
@@ -98,9 +96,10 @@ async def test_beyond_the_backlog_events_wait_for_recovery_and_run_once(db_url, 
         answers = await burst(first, 300, 8000)
     assert answers == [(200, "success")] * 300
     assert "event left to the recovery scan" in caplog.text
-    deadline = time.monotonic() + 60
-    while (await statuses(first)).get("done", 0) < 300 and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    async def all_done() -> bool:
+        return (await statuses(first)).get("done", 0) == 300
+
+    await eventually(all_done, within=60, what="every event processed")
     await asyncio.gather(first.runtime.inbox.drain(), second.runtime.inbox.drain())
     assert await statuses(first) == Counter({"done": 300})
     assert replies_per_user(fake) == Counter({f"user{n}": 1 for n in range(300)})
