@@ -48,6 +48,8 @@ MAX_CREDIT = 64.0
 # During a burst, queued events start in batches of this many (credit permitting): a batch reads its speakers
 # in one statement and is marked done in one write, where events started one by one would pay for each.
 BUSY_BATCH = 32
+# Beyond inbox.backlog_max queued events, up to this many times as many are kept as ids alone.
+OVERFLOW_FACTOR = 20
 
 
 def _log_fields(event: Event, attempt: int) -> dict[str, object]:
@@ -87,6 +89,8 @@ class Inbox:
         self._inflight: set[int] = set()
         # Background processing: accepted events waiting for a worker, (event, attempt, queued at).
         self._queue: deque[tuple[Event, int, float]] = deque()
+        # Beyond inbox.backlog_max queued events only (id, attempt, queued at) is kept; see _refill.
+        self._overflow: deque[tuple[int, int, float]] = deque()
         self._more = asyncio.Event()  # something queued, or credit earned
         self._pump_task: asyncio.Task[None] | None = None
         self._accepting = 0  # accepts waiting for their commit right now
@@ -125,7 +129,7 @@ class Inbox:
     @property
     def backlog(self) -> int:
         """Accepted events waiting for a background worker in this process."""
-        return len(self._queue)
+        return len(self._queue) + len(self._overflow)
 
     async def _write(self, conn: fastsql.FastConnection, items: list[store.NewMessage | Done]) -> list[int | None]:
         new = [i for i in items if isinstance(i, store.NewMessage)]
@@ -149,23 +153,63 @@ class Inbox:
     def process_soon(self, event: Event, attempt: int = 1) -> None:
         """Process an accepted (claimed) event in the background, at most inbox.workers at a time.
 
-        Beyond inbox.backlog_max queued events, the event is left to the recovery scan (its row is leased,
-        so any process takes it over when the lease runs out): memory stays bounded, nothing is lost.
+        Beyond inbox.backlog_max queued events only its id is kept, and the event is read back from its row
+        when the queue has room; beyond 20 times that, or once it has waited most of its lease, it is left to
+        the recovery scan (its row is leased, so any process takes it over when the lease runs out). Memory
+        stays bounded; nothing is lost or run twice.
         """
         assert event.id is not None, "accept the event first"
-        if len(self._queue) >= self.cfg.backlog_max:
-            self._leave_to_recovery(event, "backlog full")
-            return
         self._inflight.add(event.id)
+        if len(self._queue) >= self.cfg.backlog_max:
+            # Keep only the id; the event is read back from its row when the queue has room.
+            if len(self._overflow) >= self.cfg.backlog_max * OVERFLOW_FACTOR:
+                self._leave_to_recovery(event, "backlog full")
+            else:
+                self._overflow.append((event.id, attempt, time.monotonic()))
+            return
         self._queue.append((event, attempt, time.monotonic()))
         self._more.set()
+
+    async def _refill(self, too_old: float) -> None:
+        """Move events kept as ids back into the queue, read from their rows (still leased to us)."""
+        room = min(self.cfg.backlog_max - len(self._queue), 500)
+        wanted: dict[int, tuple[int, float]] = {}
+        now = time.monotonic()
+        while self._overflow and len(wanted) < room:
+            event_id, attempt, queued_at = self._overflow.popleft()
+            if now - queued_at > too_old:
+                self._inflight.discard(event_id)
+                self._note_left(event_id, "kept as an id for most of its lease")
+            else:
+                wanted[event_id] = (attempt, queued_at)
+        if not wanted:
+            return
+        try:
+            rows = await fastsql.fetch(
+                self.runtime.db,
+                "SELECT id, event_type, payload FROM inbox "  # noqa: S608 - placeholders only
+                f"WHERE id IN ({fastsql.placeholders(len(wanted))}) AND status = 'processing'",
+                list(wanted),
+            )
+        except Exception:
+            log.exception("could not read queued events back; their leases will bring them back",
+                          extra={"events": len(wanted)})
+            self._inflight.difference_update(wanted)
+            return
+        for event_id, event_type, payload in sorted(rows):
+            attempt, queued_at = wanted.pop(event_id)
+            self._queue.append((event_from_json(event_type, payload, event_id=event_id), attempt, queued_at))
+        self._inflight.difference_update(wanted)  # no longer ours to process (finished or taken over)
 
     def _leave_to_recovery(self, event: Event, why: str) -> None:
         assert event.id is not None
         self._inflight.discard(event.id)
+        self._note_left(event.id, why)
+
+    def _note_left(self, event_id: int, why: str) -> None:
         self._left_to_recovery += 1
         if self._left_to_recovery == 1 or self._left_to_recovery % 1000 == 0:
-            log.warning("event left to the recovery scan", extra={"event_id": event.id, "why": why,
+            log.warning("event left to the recovery scan", extra={"event_id": event_id, "why": why,
                                                                    "left_so_far": self._left_to_recovery,
                                                                    "backlog": len(self._queue)})
 
@@ -173,9 +217,13 @@ class Inbox:
         """Start queued events as workers free up; while busy, only as acknowledgements earn credit."""
         too_old = self.lease.total_seconds() * 0.8
         while True:
-            while not self._queue:
-                self._more.clear()
-                await self._more.wait()
+            if len(self._queue) < BUSY_BATCH and self._overflow:
+                await self._refill(too_old)
+            if not self._queue:
+                if not self._overflow:
+                    self._more.clear()
+                    await self._more.wait()
+                continue
             await self._slots.acquire()
             # During a burst, wait until acknowledgements have earned a whole batch, then start it.
             batch = min(BUSY_BATCH, self.cfg.workers, len(self._queue))
@@ -260,7 +308,7 @@ class Inbox:
             try:
                 # Page after page while there is more and room in the queue (after an overload there can be
                 # thousands), claiming no more than the queue can take.
-                while (room := min(page, self.cfg.backlog_max - len(self._queue))) > 0:
+                while (room := min(page, self.cfg.backlog_max - self.backlog)) > 0:
                     async with self.runtime.db.session() as session:
                         due = await store.due_for_recovery(session, older_than=utcnow() - timedelta(seconds=interval),
                                                            limit=page + len(self._inflight))
@@ -276,7 +324,7 @@ class Inbox:
 
     async def drain(self) -> None:
         """Wait until every event being processed here is finished (tests, shutdown)."""
-        while self._tasks or self._queue:
+        while self._tasks or self._queue or self._overflow:
             if self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             else:
@@ -300,9 +348,9 @@ class Inbox:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        if self._queue:
+        if self.backlog:
             log.warning("inbox stop: events still queued; their leases will expire and they are recovered",
-                        extra={"queued": len(self._queue)})
+                        extra={"queued": self.backlog})
         await self._journal.stop()
         for conn in self._conns:
             await conn.close()

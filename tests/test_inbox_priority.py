@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -85,21 +86,37 @@ async def test_without_a_burst_processing_keeps_pace(db_url, fake, bot_factory):
     assert not bot.runtime.inbox.busy
 
 
-async def test_beyond_the_backlog_events_wait_for_recovery_and_run_once(db_url, fake, bot_factory, caplog):
-    # A tiny queue and a short lease: most of the burst is left to the recovery scan, which takes each
-    # event over when its lease runs out (a second bot, like another process, joins in).
-    cfg = config(db_url, fake, busy_accepts=1, busy_share=0.05, workers=4, backlog_max=100, lease_seconds=3,
+async def test_beyond_the_backlog_events_are_read_back_from_their_rows_and_run_once(db_url, fake, bot_factory):
+    # A queue of 100: the rest of the burst is kept as ids and read back from the inbox as the queue empties,
+    # long before any lease (60 s) could run out.
+    bot = await bot_factory(config(db_url, fake, busy_accepts=1, busy_share=0.05, workers=4, backlog_max=100))
+    answers = await burst(bot, 300, 8000)
+    assert answers == [(200, "success")] * 300
+    assert bot.runtime.inbox.backlog > 100
+    started = time.monotonic()
+    await bot.runtime.inbox.drain()
+    assert time.monotonic() - started < 30
+    assert await statuses(bot) == Counter({"done": 300})
+    assert replies_per_user(fake) == Counter({f"user{n}": 1 for n in range(300)})
+
+
+async def test_events_waiting_most_of_their_lease_go_to_recovery_and_run_once(db_url, fake, bot_factory, caplog):
+    # A short lease and slow processing: events still queued near the end of their lease are handed to the
+    # recovery scan, which any process runs (a second bot, like another process, joins in).
+    fake.latency = 0.05  # each reply (message/send) takes 50 ms: 300 of them one at a time outlast the lease
+    cfg = config(db_url, fake, busy_accepts=1, busy_share=0.05, workers=1, backlog_max=100, lease_seconds=4,
                  recovery_interval_seconds=0.5)
     first = await bot_factory(cfg)
     second = await bot_factory(cfg)
     with caplog.at_level(logging.WARNING, logger="qunbot.inbox"):
-        answers = await burst(first, 300, 8000)
-    assert answers == [(200, "success")] * 300
-    assert "event left to the recovery scan" in caplog.text
-    async def all_done() -> bool:
-        return (await statuses(first)).get("done", 0) == 300
+        answers = await burst(first, 300, 8500)
+        assert answers == [(200, "success")] * 300
 
-    await eventually(all_done, within=60, what="every event processed")
+        async def all_done() -> bool:
+            return (await statuses(first)).get("done", 0) == 300
+
+        await eventually(all_done, within=90, what="every event processed")
+    assert "event left to the recovery scan" in caplog.text
     await asyncio.gather(first.runtime.inbox.drain(), second.runtime.inbox.drain())
     assert await statuses(first) == Counter({"done": 300})
     assert replies_per_user(fake) == Counter({f"user{n}": 1 for n in range(300)})
