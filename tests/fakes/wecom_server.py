@@ -105,7 +105,7 @@ class FakeWeCom:
         self.robot_media: dict[str, dict[str, Any]] = {}  # media_id -> {"key", "filename", "data"}
         self._robot_sends: dict[str, deque[float]] = defaultdict(deque)
         self._faults: dict[str, deque[int]] = defaultdict(deque)
-        self._http_faults: dict[str, deque[int]] = defaultdict(deque)
+        self._http_faults: dict[str, deque[tuple[int, dict[str, Any]]]] = defaultdict(deque)
         # path -> (errcode, share of calls, seeded generator): faults at random, reproducibly.
         self._random_faults: dict[str, tuple[int, float, random.Random]] = {}
         self.random_faults_answered = 0
@@ -178,9 +178,10 @@ class FakeWeCom:
         """Answer the next `times` calls to `path` with `errcode` (checked before the token)."""
         self._faults[_norm(path)].extend([errcode] * times)
 
-    def http_fail_next(self, path: str, status: int = 502, times: int = 1) -> None:
-        """Answer the next `times` calls to `path` with a bare HTTP `status`."""
-        self._http_faults[_norm(path)].extend([status] * times)
+    def http_fail_next(self, path: str, status: int = 502, times: int = 1, *, only: dict[str, Any] | None = None) -> None:
+        """Answer the next `times` calls to `path` with a bare HTTP `status` (with `only`: the next calls whose
+        JSON body has those values, so a test need not guess the order of concurrent calls)."""
+        self._http_faults[_norm(path)].extend([(status, only or {})] * times)
 
     def fail_randomly(self, path: str, errcode: int, rate: float, *, seed: int = 0) -> None:
         """Answer each call to `path` with `errcode` with probability `rate` (a seeded draw per call, so a run
@@ -217,8 +218,11 @@ class FakeWeCom:
             self.gettoken_calls += 1  # every request counts, refused ones too: WeCom throttles them all
         if self.latency:
             await asyncio.sleep(self.latency)
-        if self._http_faults[path]:
-            return web.Response(status=self._http_faults[path].popleft(), text="<html>bad gateway</html>")
+        faults = self._http_faults[path]
+        for n, (status, only) in enumerate(faults):
+            if all(isinstance(body, dict) and body.get(k) == v for k, v in only.items()):
+                del faults[n]
+                return web.Response(status=status, text="<html>bad gateway</html>")
         if self._faults[path]:
             return _error(self._faults[path].popleft())
         if path in self._random_faults:
