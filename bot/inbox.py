@@ -21,6 +21,7 @@ but never runs it twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -96,7 +97,6 @@ class Inbox:
         self._accepting = 0  # accepts waiting for their commit right now
         self._busy_until = 0.0
         self._credit = 0.0
-        self._starting = False
         self._left_to_recovery = 0
 
     # -- accepting -------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class Inbox:
         if self._left_to_recovery == 1 or self._left_to_recovery % 1000 == 0:
             log.warning("event left to the recovery scan", extra={"event_id": event_id, "why": why,
                                                                    "left_so_far": self._left_to_recovery,
-                                                                   "backlog": len(self._queue)})
+                                                                   "backlog": self.backlog})
 
     async def _pump(self) -> None:
         """Start queued events as workers free up; while busy, only as acknowledgements earn credit."""
@@ -224,32 +224,30 @@ class Inbox:
                     self._more.clear()
                     await self._more.wait()
                 continue
-            await self._slots.acquire()
-            # During a burst, wait until acknowledgements have earned a whole batch, then start it.
-            batch = min(BUSY_BATCH, self.cfg.workers, len(self._queue))
-            while self.busy and self._credit < (1 if self._starting else batch):
-                self._starting = False
-                batch = min(BUSY_BATCH, self.cfg.workers, len(self._queue))
-                self._more.clear()
-                try:
-                    await asyncio.wait_for(self._more.wait(), BUSY_HOLD_SECONDS)
-                except TimeoutError:
-                    pass
+            # Batches of at most BUSY_BATCH, so a burst that begins meanwhile is noticed between them. During a
+            # burst, a batch starts only once acknowledgements have earned it.
+            batch = min(BUSY_BATCH, len(self._queue))
             if self.busy:
-                self._credit -= 1
-                self._starting = self._credit >= 1  # the rest of this batch starts without waiting
-            if not self._queue:  # drained meanwhile (cannot happen today; keep the slot balanced anyway)
-                self._slots.release()
-                continue
-            event, attempt, queued_at = self._queue.popleft()
-            if time.monotonic() - queued_at > too_old:
-                # Its lease is nearly over: another process may take it any moment. Let recovery decide.
-                self._slots.release()
-                self._leave_to_recovery(event, "queued for most of its lease")
-                continue
-            task = asyncio.get_running_loop().create_task(self._run_queued(event, attempt), name=f"event-{event.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+                batch = min(batch, self.cfg.workers)
+                while self.busy and self._credit < batch:
+                    self._more.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._more.wait(), BUSY_HOLD_SECONDS)
+                    batch = min(BUSY_BATCH, self.cfg.workers, len(self._queue))
+                if self.busy:
+                    self._credit -= batch
+            for _ in range(batch):  # only the pump takes from the queue, so these are there
+                await self._slots.acquire()
+                event, attempt, queued_at = self._queue.popleft()
+                if time.monotonic() - queued_at > too_old:
+                    # Its lease is nearly over: another process may take it any moment. Let recovery decide.
+                    self._slots.release()
+                    self._leave_to_recovery(event, "queued for most of its lease")
+                    continue
+                task = asyncio.get_running_loop().create_task(self._run_queued(event, attempt),
+                                                              name=f"event-{event.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _run_queued(self, event: Event, attempt: int) -> None:
         try:

@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
 from storage.db import Database, UTCDateTime, utcnow
-from storage.replies import event_status as event_status  # the door's store.event_status
 from storage.upsert import insert_for
 
 INLINE, PENDING, SENDING, DELIVERED, FAILED = "inline", "pending", "sending", "delivered", "failed"

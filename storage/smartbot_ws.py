@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from storage.db import Database, UTCDateTime, utcnow
-from storage.replies import event_status as event_status  # the door's store.event_status
 from storage.upsert import insert_for
 
 # What a row is: the reply to a message (aibot_respond_msg with the frame's req_id), the greeting for an

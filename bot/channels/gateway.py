@@ -46,6 +46,7 @@ from storage.db import utcnow
 from storage.inbox import DONE as INBOX_DONE
 from storage.inbox import FAILED as INBOX_FAILED
 from storage.kv import DbFailureRecorder
+from storage.replies import event_status
 
 log = logging.getLogger("qunbot.gateway")
 
@@ -221,7 +222,7 @@ class GatewayChannel(Channel):
         try:
             async with self.runtime.db.read_session() as session:
                 rows = await store.inline_replies(session, event.key)
-                status = await store.event_status(session, self.name, event.key)
+                status = await event_status(session, self.name, event.key)
         except Exception as exc:
             log.warning("gateway reply state unavailable", extra={"gateway_event": event_id, "error": str(exc)})
             return json_response({"error": "database unavailable, send the event again later"}, status=503)

@@ -58,6 +58,7 @@ from storage.db import utcnow
 from storage.inbox import DONE as INBOX_DONE
 from storage.inbox import FAILED as INBOX_FAILED
 from storage.kv import DbFailureRecorder
+from storage.replies import event_status
 
 log = logging.getLogger("qunbot.smartbot_ws")
 
@@ -673,7 +674,7 @@ class SmartbotWsChannel(Channel):
             if row.id in expired_ids or not row.event_key:
                 continue
             async with self.runtime.db.session() as session:
-                status = await store.event_status(session, self.name, row.event_key)
+                status = await event_status(session, self.name, row.event_key)
                 if status == INBOX_DONE:
                     await store.settle(session, row.id, from_status=store.WAITING,  # type: ignore[arg-type]
                                        to_status=store.NOTHING)
