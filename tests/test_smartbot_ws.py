@@ -330,7 +330,7 @@ async def _failures(bot: Any) -> list[Any]:
 async def test_proactive_posts_reach_groups_and_users_from_any_process(db_url, fake, bot_factory):
     one = await start(bot_factory, db_url, fake)
     two = await bot_factory(ws_config(db_url, fake))
-    await eventually(lambda: channel(two).state == "standby", what="the second process to stand by")
+    await eventually(lambda: channel(two).state == "standby", within=30, what="the second process to stand by")
     await channel(one).post("wrGroupA", [Reply("第一行"), Reply("第二行")])
     # Posted by the process without the connection: the holder sends it.
     await channel(two).post("wrGroupB", [Reply("来自另一个进程")])
