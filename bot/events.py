@@ -110,7 +110,11 @@ def event_to_json(event: Event) -> str:
         data["sender"] = dict(vars(data["sender"]))
     if "members" in data:
         data["members"] = [dict(vars(m)) for m in data["members"]]
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return _encode(data)
+
+
+# One encoder for every event (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def event_from_json(type_name: str, payload: str, *, event_id: int | None = None) -> Event:

@@ -7,6 +7,7 @@ format SQLAlchemy stores in SQLite, so rows written here read back through the m
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ def _sqlite_param(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # the hot statements are constant strings: number them once
 def _numbered(sql: str) -> str:
     parts = sql.split("?")
     return "".join(f"{part}${n}" if n < len(parts) else part for n, part in enumerate(parts, start=1))
