@@ -92,6 +92,9 @@ class InboxConfig(_Section):
     backlog_max: int = Field(20000, ge=100, le=1_000_000)
     # How often each process looks for events to take over (failed attempts, expired leases), in seconds.
     recovery_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    # Processed events (and the per-event keys and callback replies kept for their retries) are deleted after
+    # this many days, hourly, by one process; 0 keeps them forever.
+    keep_days: int = Field(14, ge=0, le=3650)
 
 
 class WelcomeConfig(_Section):

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,10 +33,11 @@ from typing import TYPE_CHECKING
 
 from bot.batching import GroupCommit
 from bot.events import Event, Reply, event_from_json, event_to_json
-from storage import fastsql
+from storage import fastsql, retention
 from storage import inbox as store
 from storage.activity import Tally, tally_statements
 from storage.db import utcnow
+from storage.kv import try_lease
 
 if TYPE_CHECKING:
 
@@ -51,6 +53,8 @@ MAX_CREDIT = 64.0
 BUSY_BATCH = 32
 # Beyond inbox.backlog_max queued events, up to this many times as many are kept as ids alone.
 OVERFLOW_FACTOR = 20
+# Finished bookkeeping older than inbox.keep_days is deleted this often, by whichever process takes the turn.
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def _log_fields(event: Event, attempt: int) -> dict[str, object]:
@@ -87,6 +91,8 @@ class Inbox:
         self._slots = asyncio.Semaphore(self.cfg.workers)
         self._tasks: set[asyncio.Task[object]] = set()
         self._recovery_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
+        self._holder = f"inbox-{uuid.uuid4().hex}"
         self._inflight: set[int] = set()
         # Background processing: accepted events waiting for a worker, (event, attempt, queued at).
         self._queue: deque[tuple[Event, int, float]] = deque()
@@ -320,6 +326,27 @@ class Inbox:
             except Exception:
                 log.exception("inbox recovery scan failed")
 
+    async def prune(self) -> dict[str, int] | None:
+        """Delete finished bookkeeping older than inbox.keep_days (storage.retention), if it is this process's
+        turn (one process an hour); {table: rows deleted}, or None when off or another process has the turn."""
+        if not self.cfg.keep_days:
+            return None
+        if not await try_lease(self.runtime.db, "inbox:prune", self._holder, PRUNE_EVERY_SECONDS * 0.9):
+            return None
+        deleted = await retention.prune(self.runtime.db, utcnow() - timedelta(days=self.cfg.keep_days))
+        if any(deleted.values()):
+            log.info("finished bookkeeping pruned", extra={"keep_days": self.cfg.keep_days, **deleted})
+        return deleted
+
+    async def _prune_loop(self) -> None:
+        await asyncio.sleep(60)  # not in the way of starting up
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("pruning finished bookkeeping failed; trying again in an hour")
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
     async def drain(self) -> None:
         """Wait until every event being processed here is finished (tests, shutdown)."""
         while self._tasks or self._queue or self._overflow:
@@ -335,6 +362,7 @@ class Inbox:
         self._journal.start("inbox-writer")
         self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="inbox-pump")
         self._recovery_task = asyncio.get_running_loop().create_task(self._recovery(), name="inbox-recovery")
+        self._prune_task = asyncio.get_running_loop().create_task(self._prune_loop(), name="inbox-prune")
 
     async def stop(self, grace_seconds: float = 10.0) -> None:
         try:
@@ -342,7 +370,7 @@ class Inbox:
         except TimeoutError:
             log.warning("inbox stop: events still running; their leases will expire and they are recovered",
                         extra={"running": len(self._tasks)})
-        for task in (self._recovery_task, self._pump_task):
+        for task in (self._prune_task, self._recovery_task, self._pump_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
