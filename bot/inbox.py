@@ -174,7 +174,11 @@ class Inbox:
                 self._overflow.append((event.id, attempt, time.monotonic()))
             return
         self._queue.append((event, attempt, time.monotonic()))
-        self._more.set()
+        # Wake the pump only when it can start something: during a burst it waits for credit (and looks at the
+        # clock every BUSY_HOLD_SECONDS); waking it for every accepted event cost more than the event's work.
+        if len(self._queue) == 1 or not self.busy or self._credit >= min(BUSY_BATCH, self.cfg.workers,
+                                                                          len(self._queue)):
+            self._more.set()
 
     async def _refill(self, too_old: float) -> None:
         """Move events kept as ids back into the queue, read from their rows (still leased to us)."""
@@ -238,7 +242,8 @@ class Inbox:
                 while self.busy and self._credit < batch:
                     self._more.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._more.wait(), BUSY_HOLD_SECONDS)
+                        async with asyncio.timeout(BUSY_HOLD_SECONDS):  # no task per wait, unlike wait_for
+                            await self._more.wait()
                     batch = min(BUSY_BATCH, self.cfg.workers, len(self._queue))
                 if self.busy:
                     self._credit -= batch
