@@ -7,7 +7,8 @@ stopped and how long it took to work it off, so the processing that acknowledgem
 over is measured too, not hidden.
 
 Every request is a distinct message. Servers run as separate processes (as in production); the load
-generator is one more process. Run: ./bench.sh   (or .venv/bin/python -m bench.callback_path --help)
+generator is one more process. Each setting runs `--rounds` bare/qunbot pairs alternately and judges the
+median pair, since on a shared machine the bare handler alone swings by half from one run to the next. Run: ./bench.sh   (or .venv/bin/python -m bench.callback_path --help)
 """
 
 from __future__ import annotations
@@ -199,12 +200,21 @@ async def drained(result: Result, db_url: str, within_seconds: float = 300) -> N
     result.drained_after_s = time.perf_counter() - started
 
 
-async def measure(server: Server, name: str, connections: int, seconds: float) -> Result:
+class Pool:
+    """Pre-encrypted callbacks for every run: distinct within a run, and each qunbot run has a fresh database.
+    Enough for the fastest server seen (about 13,000 req/s) to stay busy for the whole run."""
+
+    def __init__(self, seconds: float) -> None:
+        run_id = secrets.token_hex(3)
+        self.warmup = requests(300, run_id + "w")
+        self.measured = requests(int(seconds * 16000) + 2000, run_id)
+
+
+async def measure(server: Server, name: str, connections: int, seconds: float, pool: Pool) -> Result:
     await wait_ready(f"http://127.0.0.1:{server.port}/wecom/callback")
-    run_id = secrets.token_hex(3)
-    reqs = requests(int(seconds * 6000) + 2000, run_id)
+    reqs = pool.measured
     # Warm up (connections, caches, JIT-free but lazy imports) with distinct messages too.
-    await load(server.url, requests(300, run_id + "w"), connections, 2)
+    await load(server.url, pool.warmup, connections, 2)
     cpu_before = server.cpu_seconds()
     latencies, errors, elapsed = await load(server.url, reqs, connections, seconds)
     result = summarize(name, connections, latencies, errors, elapsed)
@@ -230,9 +240,42 @@ async def drop_pg(admin_url: str, url: str) -> None:
     await conn.close()
 
 
+async def run_bare(connections: int, seconds: float, pool: Pool) -> Result:
+    bare = start_bare()
+    try:
+        return await measure(bare, "bare decrypt", connections, seconds, pool)
+    finally:
+        bare.stop()
+
+
+async def run_qunbot(backend: str, connections: int, seconds: float, pool: Pool, pg_admin_url: str) -> Result:
+    tmp = tempfile.mkdtemp(prefix="qunbot-bench-")
+    db_url = (f"sqlite:///{tmp}/bench.db" if backend == "sqlite" else await pg_database(pg_admin_url))
+    bot = start_qunbot(db_url)
+    try:
+        result = await measure(bot, f"qunbot ({backend})", connections, seconds, pool)
+        await drained(result, db_url)
+        return result
+    finally:
+        bot.stop()
+        if backend != "sqlite":
+            await drop_pg(pg_admin_url, db_url)
+
+
+def line(backend: str, connections: int, label: str, base: Result, ours: Result, ratio: float, verdict: str) -> str:
+    return (f"{backend:<10} c={connections:<3} {label:<9} bare {base.rps:7.0f} req/s p99 {base.p99_ms:6.1f} ms | "
+            f"qunbot {ours.rps:7.0f} req/s p50 {ours.p50_ms:5.1f} ms p99 {ours.p99_ms:6.1f} ms "
+            f"errors {ours.errors} | ratio {ratio:4.0%} {verdict} | "
+            f"server CPU/request bare {base.cpu_ms_per_request:.3f} ms, qunbot {ours.cpu_ms_per_request:.3f} ms | "
+            f"processing backlog at the end {ours.backlog_at_end}, all processed {ours.drained_after_s:.1f} s later")
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run (default 8)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per run (default 6)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bare/qunbot pairs per setting, run alternately; the verdict uses the median pair "
+                             "by ratio (default 3: on a shared machine one pair can be far off)")
     parser.add_argument("--connections", default="16,64", help="comma-separated concurrency levels")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-admin-url", default=os.environ.get("TEST_PG_URL",
@@ -243,34 +286,26 @@ async def main() -> int:
     results: list[Result] = []
     targets = {16: 20.0, 64: 100.0}
     ok = True
+    pool = Pool(args.seconds)
     for backend in args.backends.split(","):
         for connections in levels:
-            bare = start_bare()
-            try:
-                base = await measure(bare, "bare decrypt", connections, args.seconds)
-            finally:
-                bare.stop()
-            tmp = tempfile.mkdtemp(prefix="qunbot-bench-")
-            db_url = (f"sqlite:///{tmp}/bench.db" if backend == "sqlite" else await pg_database(args.pg_admin_url))
-            bot = start_qunbot(db_url)
-            try:
-                ours = await measure(bot, f"qunbot ({backend})", connections, args.seconds)
-                await drained(ours, db_url)
-            finally:
-                bot.stop()
-                if backend != "sqlite":
-                    await drop_pg(args.pg_admin_url, db_url)
-            results += [base, ours]
+            pairs: list[tuple[Result, Result]] = []
+            for n in range(args.rounds):
+                # Alternate the two, each a fresh process (and a fresh database), so drift hits both alike.
+                base = await run_bare(connections, args.seconds, pool)
+                ours = await run_qunbot(backend, connections, args.seconds, pool, args.pg_admin_url)
+                pairs.append((base, ours))
+                results += [base, ours]
+                print(line(backend, connections, f"round {n + 1}", base, ours, ours.rps / base.rps, ""), flush=True)
+            base, ours = sorted(pairs, key=lambda p: p[1].rps / p[0].rps)[len(pairs) // 2]
             ratio = ours.rps / base.rps
             limit = targets.get(connections)
-            verdict = ratio >= 0.5 and ours.errors == 0 and (limit is None or ours.p99_ms < limit)
+            errors = sum(o.errors for _, o in pairs)
+            worst_p99 = max(o.p99_ms for _, o in pairs)
+            verdict = ratio >= 0.5 and errors == 0 and (limit is None or worst_p99 < limit)
             ok &= verdict
-            print(f"{backend:<10} c={connections:<3} bare {base.rps:7.0f} req/s p99 {base.p99_ms:6.1f} ms | "
-                  f"qunbot {ours.rps:7.0f} req/s p50 {ours.p50_ms:5.1f} ms p99 {ours.p99_ms:6.1f} ms "
-                  f"errors {ours.errors} | ratio {ratio:4.0%} {'OK' if verdict else 'MISS'} | "
-                  f"server CPU/request bare {base.cpu_ms_per_request:.3f} ms, qunbot {ours.cpu_ms_per_request:.3f} ms | "
-                  f"processing backlog at the end {ours.backlog_at_end}, all processed {ours.drained_after_s:.1f} s later",
-                  flush=True)
+            print(line(backend, connections, "median", base, ours, ratio, "OK" if verdict else "MISS")
+                  + f" | worst p99 of the rounds {worst_p99:.1f} ms, errors in all rounds {errors}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in results], indent=2))  # noqa: ASYNC240 - once, at the end
     print("all targets met" if ok else "some targets missed")
