@@ -17,12 +17,17 @@ USAGE = "usage"
 ERROR = "error"
 
 
+# Where an action came from: a chat command, the CLI, the web console, or the config file (campaigns
+# declared there, applied on start).
+SOURCES = ("chat", "cli", "console", "config")
+
+
 class AuditEntry(SQLModel, table=True):
     __tablename__ = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
-    # "chat", "cli" or "console".
+    # One of SOURCES.
     source: str = Field(max_length=16)
     channel: str = Field(default="", max_length=32)
     # The platform's group id (external), empty for actions not tied to a group.

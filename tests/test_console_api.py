@@ -274,3 +274,7 @@ async def test_the_audit_log_shows_chat_cli_and_console_actions_with_filters_and
     assert rest["next_before"] is None
     assert [e["id"] for e in first["entries"] + rest["entries"]] == [e["id"] for e in log["entries"]]
     assert (await ops.get("/console/api/audit?source=email"))[0] == 400
+    async with bot.runtime.db.session() as session:  # campaigns declared in the config file are audited too
+        await audit.record(session, source="config", command="campaign create", result="ok", actor="config file")
+    status, from_config = await ops.get("/console/api/audit?source=config")
+    assert status == 200 and [e["command"] for e in from_config["entries"]] == ["campaign create"]

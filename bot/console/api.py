@@ -364,7 +364,7 @@ async def get_member(req: ApiRequest) -> dict[str, Any]:
 @api.route("GET", "/audit", summary="The audit log: admin actions from chat, CLI and console, newest first",
            tag="audit",
            params=[Param("group", s.integer("only this group", minimum=1)),
-                   Param("source", s.string(enum=["chat", "cli", "console"])),
+                   Param("source", s.string(enum=list(audit_store.SOURCES))),
                    Param("actor", s.string(max_length=128)),
                    Param("q", s.string("search in command, arguments and result detail", max_length=100)),
                    Param("before", s.integer("entries older than this id (paging)", minimum=1)),

@@ -11,7 +11,7 @@ Console.page("audit", async (root, ctx) => {
   ]);
   const source = h("select", {name: "source", "aria-label": t("audit.filter_source")},
     h("option", {value: ""}, t("audit.filter_source") + "：" + t("common.all")),
-    ["chat", "cli", "console"].map((s) => h("option", {value: s, selected: p.source === s}, t("audit.source_" + s))));
+    ["chat", "cli", "console", "config"].map((s) => h("option", {value: s, selected: p.source === s}, t("audit.source_" + s))));
   const actor = h("input", {name: "actor", value: p.actor || "", placeholder: t("audit.filter_actor"), "aria-label": t("audit.filter_actor")});
   const text = h("input", {type: "search", name: "q", value: p.q || "", placeholder: t("audit.filter_text"), "aria-label": t("audit.filter_text")});
   root.append(h("form", {class: "toolbar", onsubmit: (e) => {
