@@ -83,7 +83,7 @@ MEMBER_REF = s.obj({
 PAGING = [Param("page", s.integer(minimum=1) | {"default": 1}),
           Param("per_page", s.integer(minimum=1, maximum=200) | {"default": 50})]
 AUDIT_ENTRY = s.obj({
-    "id": s.integer(), "at": s.timestamp(), "source": s.string("chat, cli or console"),
+    "id": s.integer(), "at": s.timestamp(), "source": s.string("chat, cli, console or config"),
     "channel": s.string(), "group": s.string("the platform's group id; empty when not tied to a group"),
     "actor": s.string(), "command": s.string(), "args": s.string(), "result": s.string(), "detail": s.string(),
 })
