@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -53,9 +54,11 @@ def create_app(config: Config, runtime: Runtime | None = None) -> web.Applicatio
 
 async def healthz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    # The pid says which process answered (with server.processes > 1 the kernel picks one per connection).
+    body = {"database": runtime.db.dialect, "pid": os.getpid()}
     if await runtime.db.ping():
-        return json_response({"status": "ok", "database": runtime.db.dialect})
-    return json_response({"status": "unavailable", "database": runtime.db.dialect}, status=503)
+        return json_response({"status": "ok", **body})
+    return json_response({"status": "unavailable", **body}, status=503)
 
 
 async def index(request: web.Request) -> web.StreamResponse:

@@ -42,6 +42,8 @@ class ServerConfig(_Section):
     port: int = Field(8080, ge=1, le=65535)
     # Graceful shutdown budget for in-flight requests and background work.
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
+    # Bot processes serving the port (bot/supervisor.py); 0 = one per CPU.
+    processes: int = Field(1, ge=0, le=64)
 
 
 class DatabaseConfig(_Section):

@@ -215,7 +215,7 @@ def test_run_serves_the_simulator_and_stops_on_sigint(tmp_path):
                 break
             except OSError:
                 time.sleep(0.1)
-        assert health == (200, {"status": "ok", "database": "sqlite"}), health
+        assert health == (200, {"status": "ok", "database": "sqlite", "pid": proc.pid}), health
 
         status, body = http("POST", f"{base}/api/simulator/joins",
                             {"group": "g1", "users": [{"user": "u2", "name": "小红"}], "inviter": "u1"})

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the bot (web server, channels, background workers)")
     run.add_argument("--host", help="override server.host")
     run.add_argument("--port", type=int, help="override server.port")
+    run.add_argument("--processes", type=int, help="override server.processes (0 = one per CPU)")
+    run.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a child of the supervisor
 
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "log.level": (args.log_level, "--log-level"),
             "server.host": (getattr(args, "host", None), "--host"),
             "server.port": (getattr(args, "port", None), "--port"),
+            "server.processes": (getattr(args, "processes", None), "--processes"),
         })
     except ConfigError as exc:
         print(f"qunbot: {exc}", file=sys.stderr)
@@ -108,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "db":
         return asyncio.run(_db_upgrade(config))
     if args.command == "run":
-        return _run(config)
+        from bot.supervisor import process_count, supervise
+
+        if process_count(config) > 1 and not args.reuse_port:
+            return supervise(config, args.config)
+        return _run(config, reuse_port=args.reuse_port)
     if args.command == "welcome":
         return asyncio.run(_welcome(config, args))
     handler = getattr(args, "handler", None)
@@ -168,7 +175,7 @@ async def _audit_welcome(db: Database, args: argparse.Namespace) -> None:
                            command=f"welcome {args.welcome_command}", args=shown, result=audit.OK)
 
 
-def _run(config: Config) -> int:
+def _run(config: Config, *, reuse_port: bool = False) -> int:
     from aiohttp import web
 
     # Database drivers hand results back from threads (aiosqlite) and the loop holds the GIL while busy:
@@ -179,10 +186,10 @@ def _run(config: Config) -> int:
 
     app = create_app(config)
     where = f"http://{config.server.host}:{config.server.port}"
-    if config.simulator.enabled:
+    if config.simulator.enabled and not reuse_port:
         print(f"qunbot is running: open {where}/simulator for the simulated group chat", file=sys.stderr)
-    web.run_app(app, host=config.server.host, port=config.server.port, print=None,
-                access_log=None, shutdown_timeout=config.server.shutdown_timeout_seconds)
+    web.run_app(app, host=config.server.host, port=config.server.port, print=None, access_log=None,
+                shutdown_timeout=config.server.shutdown_timeout_seconds, reuse_port=reuse_port or None)
     return 0
 
 
