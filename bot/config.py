@@ -26,6 +26,9 @@ from pydantic import (
 )
 
 ENV_PREFIX = "QUNBOT_"
+# QUNBOT_ variables that are not config keys: the config file's path, and the pid a `qunbot run --processes`
+# child is told its supervisor has (bot/supervisor.py).
+NOT_KEYS = frozenset({"QUNBOT_CONFIG", "QUNBOT_SUPERVISOR_PID"})
 
 
 class ConfigError(Exception):
@@ -943,7 +946,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
 
     keys = _keys()
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "QUNBOT_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in NOT_KEYS:
             continue
         if name not in keys:
             raise ConfigError(f"invalid configuration: environment variable {name} names no config key")

@@ -11,6 +11,7 @@ whole group with its exit status instead of being restarted forever; one killed 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -18,7 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+from aiohttp import web
 
 from bot.config import Config
 
@@ -27,6 +31,8 @@ log = logging.getLogger("qunbot.supervisor")
 # A child that exits within this many seconds of starting failed to start.
 STARTUP_SECONDS = 5.0
 RESTART_PAUSE_MAX = 30.0
+# Tells a child which process supervises it.
+PARENT_ENV = "QUNBOT_SUPERVISOR_PID"
 
 
 def process_count(config: Config) -> int:
@@ -132,7 +138,30 @@ def supervise(config: Config, config_path: str | None) -> int:
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env)  # noqa: S603 - this interpreter running qunbot, with our own arguments
+    # Its own session: a Ctrl-C in the terminal reaches the supervisor alone, which passes one SIGTERM on (a
+    # second signal would cut a child's graceful stop short). A child whose supervisor is gone stops itself.
+    return subprocess.Popen(argv, env={**env, PARENT_ENV: str(os.getpid())},  # noqa: S603 - our own arguments
+                            start_new_session=True)
+
+
+def watch_parent(app: web.Application) -> None:
+    """In a child: stop gracefully once the supervisor that started it is gone (even if it was SIGKILLed)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+
+    async def watch() -> None:
+        while os.getppid() == int(parent):  # noqa: ASYNC110 - no event tells a process its parent died
+            await asyncio.sleep(1)
+        log.warning("the supervisor is gone; stopping", extra={"supervisor_pid": int(parent)})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def start(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(watch(), name="watch-supervisor")
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(start)
 
 
 def _stop_all(children: list[Child], grace_seconds: float) -> None:

@@ -133,3 +133,19 @@ def test_a_process_that_cannot_start_stops_the_group_instead_of_restarting_forev
     code = exit_status(start(tmp_path, "postgresql://nobody@127.0.0.1:1/none", port))
     assert code > 0
     assert "a bot process failed to start; stopping all" in (tmp_path / "stderr.txt").read_text()
+
+
+def test_processes_stop_by_themselves_when_their_supervisor_is_killed(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    supervisor = start(tmp_path, f"sqlite:///{tmp_path / 'q.db'}", port)
+    try:
+        children = wait_for(lambda: len(p := pids_answering(base)) == 2 and p, START_SECONDS,
+                            "both processes answering")
+        supervisor.kill()
+        supervisor.wait()
+        wait_for(lambda: not any(alive(pid) for pid in children), 30, "the orphaned processes to stop")
+        assert not pids_answering(base, attempts=3)  # nobody is left holding the port
+        assert "the supervisor is gone; stopping" in (tmp_path / "stderr.txt").read_text()
+    finally:
+        stop(supervisor)

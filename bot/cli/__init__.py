@@ -185,6 +185,10 @@ def _run(config: Config, *, reuse_port: bool = False) -> int:
     from bot.app import create_app
 
     app = create_app(config)
+    if reuse_port:
+        from bot.supervisor import watch_parent
+
+        watch_parent(app)
     where = f"http://{config.server.host}:{config.server.port}"
     if config.simulator.enabled and not reuse_port:
         print(f"qunbot is running: open {where}/simulator for the simulated group chat", file=sys.stderr)
