@@ -92,7 +92,7 @@ class InboxConfig(_Section):
     # Acknowledgements first: while at least this many accepts wait for their commit at once, background
     # processing starts `busy_share` events per event accepted (the rest wait, durably, for the burst to end).
     busy_accepts: int = Field(8, ge=1, le=10000)
-    busy_share: float = Field(0.25, gt=0, le=10)
+    busy_share: float = Field(0.05, gt=0, le=10)
     # Queued events kept in memory per process; beyond it they wait for the recovery scan (their lease).
     backlog_max: int = Field(20000, ge=100, le=1_000_000)
     # How often each process looks for events to take over (failed attempts, expired leases), in seconds.
