@@ -46,7 +46,7 @@ def _run(coro_fn: Any) -> Any:
 # under pytest-xdist (./test.sh: -n auto --dist loadgroup) they form one work unit, so they run one after the
 # other on one worker (and first: the biggest unit is scheduled first) while the other workers run the rest.
 SERIAL_GROUP = "bot-processes"
-SERIAL_FILES = {"test_push_crash.py", "test_push_two_processes.py", "test_two_processes.py"}
+SERIAL_FILES = {"test_push_crash.py", "test_push_two_processes.py", "test_two_processes.py", "test_processes.py"}
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: ignored when xdist is not installed

@@ -15,8 +15,11 @@ BOT_ID = "aibXXXXTEST"
 
 
 def smartbot_env(**extra: object) -> dict[str, object]:
-    """The smartbot config section for tests (the secrets would come from the environment)."""
-    return {"enabled": True, "token": TOKEN, "encoding_aes_key": AES_KEY, **extra}
+    """The smartbot config section for tests (the secrets would come from the environment).
+
+    The reply budget is the longest WeCom allows unless a test is about running out of it: a test expecting an
+    inline answer must not fail because parallel CI starved a fresh bot's first message for 2 s."""
+    return {"enabled": True, "token": TOKEN, "encoding_aes_key": AES_KEY, "reply_budget_seconds": 4.5, **extra}
 
 
 def crypto(receive_id: str = "") -> CallbackCrypto:
