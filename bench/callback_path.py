@@ -8,7 +8,8 @@ over is measured too, not hidden.
 
 Every request is a distinct message. Servers run as separate processes (as in production); the load
 generator is one more process. Each setting runs `--rounds` bare/qunbot pairs alternately and judges the
-median pair, since on a shared machine the bare handler alone swings by half from one run to the next. Run: ./bench.sh   (or .venv/bin/python -m bench.callback_path --help)
+median pair, since on a shared machine the bare handler alone swings by half from one run to the next.
+Run: ./bench.sh   (or .venv/bin/python -m bench.callback_path --help)
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import logging
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
@@ -92,7 +91,7 @@ class Inbox:
         self._tasks: set[asyncio.Task[object]] = set()
         self._recovery_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
-        self._holder = f"inbox-{uuid.uuid4().hex}"
+        self._holder = runtime.new_holder()
         self._inflight: set[int] = set()
         # Background processing: accepted events waiting for a worker, (event, attempt, queued at).
         self._queue: deque[tuple[Event, int, float]] = deque()
@@ -119,7 +118,7 @@ class Inbox:
         if self._queue and self.busy:
             # Each acknowledgement earns background processing a share of a turn.
             self._credit = min(self._credit + self.cfg.busy_share, MAX_CREDIT)
-            if self._credit >= min(BUSY_BATCH, len(self._queue)):
+            if self._earned():
                 self._more.set()
         try:
             event.id = await self._journal.submit(item)
@@ -176,9 +175,16 @@ class Inbox:
         self._queue.append((event, attempt, time.monotonic()))
         # Wake the pump only when it can start something: during a burst it waits for credit (and looks at the
         # clock every BUSY_HOLD_SECONDS); waking it for every accepted event cost more than the event's work.
-        if len(self._queue) == 1 or not self.busy or self._credit >= min(BUSY_BATCH, self.cfg.workers,
-                                                                          len(self._queue)):
+        if len(self._queue) == 1 or not self.busy or self._earned():
             self._more.set()
+
+    def _next_batch(self) -> int:
+        """How many queued events the pump starts next."""
+        return min(BUSY_BATCH, self.cfg.workers, len(self._queue))
+
+    def _earned(self) -> bool:
+        """Whether acknowledgements have earned the next batch (during a burst the pump waits for that)."""
+        return self._credit >= self._next_batch()
 
     async def _refill(self, too_old: float) -> None:
         """Move events kept as ids back into the queue, read from their rows (still leased to us)."""
@@ -236,17 +242,14 @@ class Inbox:
                 continue
             # Batches of at most BUSY_BATCH, so a burst that begins meanwhile is noticed between them. During a
             # burst, a batch starts only once acknowledgements have earned it.
-            batch = min(BUSY_BATCH, len(self._queue))
+            while self.busy and not self._earned():
+                self._more.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BUSY_HOLD_SECONDS):  # no task per wait, unlike wait_for
+                        await self._more.wait()
+            batch = self._next_batch()
             if self.busy:
-                batch = min(batch, self.cfg.workers)
-                while self.busy and self._credit < batch:
-                    self._more.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(BUSY_HOLD_SECONDS):  # no task per wait, unlike wait_for
-                            await self._more.wait()
-                    batch = min(BUSY_BATCH, self.cfg.workers, len(self._queue))
-                if self.busy:
-                    self._credit -= batch
+                self._credit -= batch
             for _ in range(batch):  # only the pump takes from the queue, so these are there
                 await self._slots.acquire()
                 event, attempt, queued_at = self._queue.popleft()

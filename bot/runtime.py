@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 
 import aiohttp
@@ -60,6 +61,11 @@ class Runtime:
 
     def add_channel(self, channel: Channel) -> None:
         self.channels[channel.name] = channel
+
+    def new_holder(self) -> str:
+        """A name for holding leases: this host and pid, plus a token (several runtimes, or several workers
+        of one, share a pid). At most 128 characters, like the lease columns."""
+        return f"{self.instance[:119]}:{secrets.token_hex(4)}"
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

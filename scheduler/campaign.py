@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,7 +49,7 @@ async def start_campaign_reminders(runtime: Runtime) -> None:
     if not cfg.enabled:
         log.info("campaign reminders are off in this process (campaign.enabled = false)")
         return
-    holder = f"{runtime.instance}:{secrets.token_hex(4)}"[:128]
+    holder = runtime.new_holder()
     runtime.scheduler.add_job(run_reminders, "interval", seconds=cfg.reminder_interval_seconds,
                               args=[runtime, holder], id=JOB_ID, replace_existing=True, max_instances=1,
                               coalesce=True, next_run_time=datetime.now(UTC))

@@ -11,7 +11,6 @@ marking it announced posts it again after the lease.
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -30,7 +29,7 @@ JOB_ID = "lottery-due-draws"
 
 async def start_due_draw_job(runtime: Runtime) -> None:
     """Register the interval job on the runtime's scheduler (a start-up hook); the first run is now."""
-    holder = f"{runtime.instance}:{secrets.token_hex(4)}"
+    holder = runtime.new_holder()
     runtime.scheduler.add_job(run_due_draws, "interval", seconds=runtime.config.lottery.job_interval_seconds,
                               args=[runtime, holder], id=JOB_ID, replace_existing=True, max_instances=1,
                               coalesce=True, next_run_time=datetime.now(UTC))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -256,7 +255,7 @@ class PushService:
     def __init__(self, runtime: Runtime, clock: Callable[[], datetime] = utcnow) -> None:
         self.runtime = runtime
         self.config = runtime.config.push
-        self.holder = f"{runtime.instance}:{secrets.token_hex(4)}"[:128]
+        self.holder = runtime.new_holder()
         # Tests drive time through this (and the `now` arguments).
         self.clock = clock
         # Post id → the revision its APScheduler job was built from.

@@ -18,6 +18,8 @@ from datetime import datetime
 
 from storage import fastsql
 from storage.db import Database
+from storage.inbox import DONE
+from storage.replies import DELIVERED, FAILED
 
 PAGE = 2000
 
@@ -30,11 +32,12 @@ class Rule:
     where: str = ""  # a further condition (constant SQL)
 
 
+SETTLED = f"status IN ('{DELIVERED}', '{FAILED}')"  # a reply row nobody will hand over again
 RULES = (
-    Rule("inbox", "id", "received_at", "status = 'done'"),
+    Rule("inbox", "id", "received_at", f"status = '{DONE}'"),
     Rule("faq_counted_events", "event_id", "counted_at"),
-    Rule("smartbot_replies", "id", "created_at", "status IN ('delivered', 'failed')"),
-    Rule("robot_replies", "id", "created_at", "status IN ('delivered', 'failed')"),
+    Rule("smartbot_replies", "id", "created_at", SETTLED),
+    Rule("robot_replies", "id", "created_at", SETTLED),
     Rule("official_account_replies", "id", "created_at"),
 )
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,7 +76,7 @@ class WeComAppChannel(Channel):
         self.crypto = CallbackCrypto(cfg.token, cfg.encoding_aes_key, cfg.corp_id, cfg.replay_window_seconds)
         # Who holds our leases (token refresh, template sync). runtime.instance (host:pid) alone is not
         # unique: containers on the host network can share both, and so do two runtimes in one process.
-        self.lease_holder = f"{runtime.instance}:{secrets.token_hex(4)}"
+        self.lease_holder = runtime.new_holder()
         self.appchats = frozenset(cfg.appchat_ids)
         from bot.channels.wecom_push import GroupMsgJob
 
