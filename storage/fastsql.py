@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from storage.db import Database, async_url
+from storage.db import PG_SERVER_SETTINGS, Database, async_url
 
 Statement = tuple[str, list[Any]]
 
@@ -97,7 +97,7 @@ class FastConnection:
             import asyncpg
 
             dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            return await asyncpg.connect(dsn)
+            return await asyncpg.connect(dsn, server_settings=PG_SERVER_SETTINGS)
         self._busy_ms = -1
         raw = sqlite3.connect(self.url.database or ":memory:", isolation_level=None, check_same_thread=False)
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):

@@ -76,6 +76,7 @@ async def write_batch(
     if not rows and not done_ids:
         return {}
     insert_at = 0
+    statements: list[fastsql.Statement]
     if conn.postgres and tallies:
         # Still one round trip: the events whose activity is not counted yet are marked done together with
         # the stamp that says so (a conditional UPDATE, so an event finished twice counts once), and their
@@ -106,9 +107,19 @@ async def write_batch(
              [m.event_type for m in rows], [m.payload for m in rows]],
         )]
         tallies = None
+    elif conn.postgres and not done_ids:
+        # The usual batch during a burst: new events only (one constant statement: arrays, not a placeholder
+        # per value).
+        statements = [(
+            "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
+            "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
+            "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
+            [stamp, until, [m.channel for m in rows], [m.message_key for m in rows],
+             [m.event_type for m in rows], [m.payload for m in rows]],
+        )]
     elif conn.postgres:
-        # One constant statement (arrays, not a placeholder per value), so asyncpg prepares it once.
-        statements: list[fastsql.Statement] = [(
+        # Done marks, and new events if any.
+        statements = [(
             "WITH done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
             "WHERE id = ANY(?::int[])) "
             "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "

@@ -377,3 +377,48 @@ async def test_concurrent_takers_get_a_lease_once(db):
     assert second.count(True) == 1
     holder, _ = await lease_holder(db, "expired")  # type: ignore[misc]
     assert holder == f"p{second.index(True)}"
+
+
+async def test_inbox_batches_find_their_rows_by_key_however_the_inbox_grew(db):
+    """The inbox writer is one long-lived connection. On PostgreSQL a prepared statement may switch to one
+    generic plan after five runs; made while the inbox was nearly empty, it scanned the whole inbox for every
+    batch's done marks (most of PostgreSQL's CPU in the callback benchmark). Its plans must follow the data."""
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite has no plan cache; rowid lookups are always by key")
+    import asyncpg
+
+    from storage import fastsql
+    from storage.inbox import NewMessage, write_batch
+
+    admin = await asyncpg.connect(db.url.replace("postgresql+asyncpg://", "postgresql://"))
+
+    async def rows_scanned() -> int:
+        await admin.execute("SELECT pg_stat_clear_snapshot()")
+        return await admin.fetchval("SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'inbox'")
+
+    bulk = 5000
+    conn = fastsql.FastConnection(db)
+    try:
+        before = await rows_scanned()
+        lease = timedelta(minutes=5)
+        previous: list[int] = []
+        for batch in range(12):
+            if batch == 6:  # the inbox grows after the plan was made
+                await admin.execute(
+                    "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, status, attempts) "
+                    f"SELECT 'wecom', 'bulk' || n, 'text', '{{}}', now(), 'done', 1 FROM generate_series(1, {bulk}) n")
+            items = [NewMessage("wecom", f"m{batch}-{n}", "text", "{}") for n in range(4)]
+            previous = list((await write_batch(conn, items, previous, lease=lease)).values())
+            assert len(previous) == 4
+        # One deliberate scan of the whole inbox last, to know when the connection's statistics have arrived
+        # (a closing backend reports them). While the inbox was a few rows, scanning it was fine.
+        await conn.fetch("SELECT count(*) FROM inbox", [])
+        await conn.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while (scanned := await rows_scanned() - before) < bulk and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        whole_scans = scanned // bulk
+        assert whole_scans == 1, f"{whole_scans - 1} batches scanned the whole inbox"
+    finally:
+        await conn.close()
+        await admin.close()
