@@ -415,7 +415,7 @@ async def test_inbox_batches_find_their_rows_by_key_however_the_inbox_grew(db):
         await conn.fetch("SELECT count(*) FROM inbox", [])
         await conn.close()
         deadline = asyncio.get_running_loop().time() + 10
-        while (scanned := await rows_scanned() - before) < bulk and asyncio.get_running_loop().time() < deadline:
+        while (scanned := await rows_scanned() - before) < bulk and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polling another server
             await asyncio.sleep(0.1)
         whole_scans = scanned // bulk
         assert whole_scans == 1, f"{whole_scans - 1} batches scanned the whole inbox"
