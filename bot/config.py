@@ -93,8 +93,9 @@ class InboxConfig(_Section):
     # processing starts `busy_share` events per event accepted (the rest wait, durably, for the burst to end).
     busy_accepts: int = Field(8, ge=1, le=10000)
     busy_share: float = Field(0.05, gt=0, le=10)
-    # Queued events kept in memory per process; beyond it they wait for the recovery scan (their lease).
-    backlog_max: int = Field(20000, ge=100, le=1_000_000)
+    # Queued events kept whole in memory per process; beyond it only their ids are kept (up to
+    # bot.inbox.OVERFLOW_IDS) and each is read back from its row when the queue has room.
+    backlog_max: int = Field(2000, ge=100, le=1_000_000)
     # How often each process looks for events to take over (failed attempts, expired leases), in seconds.
     recovery_interval_seconds: float = Field(5.0, gt=0, le=3600)
     # Processed events (and the per-event keys and callback replies kept for their retries) are deleted after

@@ -50,8 +50,9 @@ MAX_CREDIT = 64.0
 # During a burst, queued events start in batches of this many (credit permitting): a batch reads its speakers
 # in one statement and is marked done in one write, where events started one by one would pay for each.
 BUSY_BATCH = 32
-# Beyond inbox.backlog_max queued events, up to this many times as many are kept as ids alone.
-OVERFLOW_FACTOR = 20
+# Beyond inbox.backlog_max queued events, up to this many more are kept as ids alone (tuples of numbers, which
+# the garbage collector stops tracking; whole events are a dozen tracked objects each).
+OVERFLOW_IDS = 400_000
 # Finished bookkeeping older than inbox.keep_days is deleted this often, by whichever process takes the turn.
 PRUNE_EVERY_SECONDS = 3600.0
 
@@ -159,7 +160,7 @@ class Inbox:
         """Process an accepted (claimed) event in the background, at most inbox.workers at a time.
 
         Beyond inbox.backlog_max queued events only its id is kept, and the event is read back from its row
-        when the queue has room; beyond 20 times that, or once it has waited most of its lease, it is left to
+        when the queue has room; beyond OVERFLOW_IDS more, or once it has waited most of its lease, it is left to
         the recovery scan (its row is leased, so any process takes it over when the lease runs out). Memory
         stays bounded; nothing is lost or run twice.
         """
@@ -167,7 +168,7 @@ class Inbox:
         self._inflight.add(event.id)
         if len(self._queue) >= self.cfg.backlog_max:
             # Keep only the id; the event is read back from its row when the queue has room.
-            if len(self._overflow) >= self.cfg.backlog_max * OVERFLOW_FACTOR:
+            if len(self._overflow) >= OVERFLOW_IDS:
                 self._leave_to_recovery(event, "backlog full")
             else:
                 self._overflow.append((event.id, attempt, time.monotonic()))

@@ -182,9 +182,10 @@ def _run(config: Config, *, reuse_port: bool = False) -> int:
     # a 5 ms switch interval would add up to 5 ms to every hop, so hand over sooner.
     sys.setswitchinterval(0.0005)
 
-    from bot.app import create_app
+    from bot.app import create_app, freeze_after_startup
 
     app = create_app(config)
+    freeze_after_startup(app)
     if reuse_port:
         from bot.supervisor import watch_parent
 
