@@ -100,6 +100,7 @@ class Inbox:
         self._overflow: deque[tuple[int, int, float]] = deque()
         self._more = asyncio.Event()  # something queued, or credit earned
         self._pump_task: asyncio.Task[None] | None = None
+        self._refill_task: asyncio.Task[None] | None = None
         self._accepting = 0  # accepts waiting for their commit right now
         self._busy_until = 0.0
         self._credit = 0.0
@@ -218,6 +219,13 @@ class Inbox:
             self._queue.append((event_from_json(event_type, payload, event_id=event_id), attempt, queued_at))
         self._inflight.difference_update(wanted)  # no longer ours to process (finished or taken over)
 
+    async def _refill_soon(self, too_old: float) -> None:
+        try:
+            await self._refill(too_old)
+        finally:
+            self._refill_task = None
+            self._more.set()
+
     def _leave_to_recovery(self, event: Event, why: str) -> None:
         assert event.id is not None
         self._inflight.discard(event.id)
@@ -234,12 +242,14 @@ class Inbox:
         """Start queued events as workers free up; while busy, only as acknowledgements earn credit."""
         too_old = self.lease.total_seconds() * 0.8
         while True:
-            if len(self._queue) < BUSY_BATCH and self._overflow:
-                await self._refill(too_old)
+            # Read the next events kept as ids back while half the queue is still there, alongside: the pump
+            # keeps starting events meanwhile (waiting for each read idled the workers, a fifth of the drain).
+            if self._overflow and self._refill_task is None and len(self._queue) <= self.cfg.backlog_max // 2:
+                self._refill_task = asyncio.get_running_loop().create_task(self._refill_soon(too_old),
+                                                                           name="inbox-refill")
             if not self._queue:
-                if not self._overflow:
-                    self._more.clear()
-                    await self._more.wait()
+                self._more.clear()
+                await self._more.wait()  # set when an event is queued or a read-back is over
                 continue
             # Batches of at most BUSY_BATCH, so a burst that begins meanwhile is noticed between them. During a
             # burst, a batch starts only once acknowledgements have earned it.
@@ -379,7 +389,7 @@ class Inbox:
         except TimeoutError:
             log.warning("inbox stop: events still running; their leases will expire and they are recovered",
                         extra={"running": len(self._tasks)})
-        for task in (self._prune_task, self._recovery_task, self._pump_task):
+        for task in (self._prune_task, self._recovery_task, self._pump_task, self._refill_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
