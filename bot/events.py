@@ -114,7 +114,7 @@ def event_to_json(event: Event) -> str:
 
 
 # One encoder for every event (json.dumps with options builds a new one per call).
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode  # events hold no cycles
 
 
 def event_from_json(type_name: str, payload: str, *, event_id: int | None = None) -> Event:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Index, Text, UniqueConstraint, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -44,8 +45,9 @@ class InboxMessage(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=Text)
 
 
-@dataclass(frozen=True)
-class NewMessage:
+class NewMessage(NamedTuple):
+    """An accepted event on its way into the inbox (one per callback: a tuple is the cheapest to build)."""
+
     channel: str
     message_key: str
     event_type: str

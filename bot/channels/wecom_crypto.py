@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import struct
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - only for the element type; parsing goes through defusedxml
@@ -104,14 +105,13 @@ class CallbackCrypto:
         return encrypted, signature(self.token, timestamp, nonce, encrypted), timestamp
 
 
+# A markup declaration (`<!`) that is neither a CDATA section nor a comment: a DOCTYPE, ENTITY, ELEMENT …
+_DECLARATION = re.compile(rb"<!(?!\[CDATA\[|--)")
+
+
 def _only_cdata_and_comments(raw: bytes) -> bool:
     """True if every markup declaration (`<!`) is a CDATA section or a comment (so no DOCTYPE/ENTITY)."""
-    at = raw.find(b"<!")
-    while at != -1:
-        if not raw.startswith((b"<![CDATA[", b"<!--"), at):
-            return False
-        at = raw.find(b"<!", at + 2)
-    return True
+    return _DECLARATION.search(raw) is None
 
 
 def parse_xml_root(data: bytes | str) -> ET.Element:
@@ -134,6 +134,6 @@ def parse_xml(data: bytes | str) -> dict[str, object]:
     root = parse_xml_root(data)
     out: dict[str, object] = {}
     for child in root:
-        items = [item.text or "" for item in child if item.tag == "Item"]
+        items = [item.text or "" for item in child if item.tag == "Item"] if len(child) else None
         out[child.tag] = items if items else (child.text or "").strip()
     return out
