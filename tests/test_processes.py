@@ -149,3 +149,17 @@ def test_processes_stop_by_themselves_when_their_supervisor_is_killed(tmp_path):
         assert "the supervisor is gone; stopping" in (tmp_path / "stderr.txt").read_text()
     finally:
         stop(supervisor)
+
+
+@pytest.mark.parametrize(("processes", "each"), [(1, 8), (2, 4), (3, 3), (16, 1)])
+def test_each_process_holds_processing_back_at_its_share_of_a_burst(tmp_path, processes, each):
+    # inbox.busy_accepts counts the bot's waiting callbacks; N processes each see about 1/N of them.
+    from bot.config import load_config
+    from bot.supervisor import child_env
+
+    config = load_config(None, environ={"QUNBOT_DATABASE_URL": f"sqlite:///{tmp_path}/q.db"})
+    env = child_env(config, processes)
+    assert env["QUNBOT_INBOX_BUSY_ACCEPTS"] == str(each)
+    assert env["QUNBOT_DATABASE_AUTO_MIGRATE"] == "false"
+    child = load_config(None, environ={k: v for k, v in env.items() if k.startswith("QUNBOT_")})
+    assert child.inbox.busy_accepts == each
