@@ -389,7 +389,8 @@ class Inbox:
         except TimeoutError:
             log.warning("inbox stop: events still running; their leases will expire and they are recovered",
                         extra={"running": len(self._tasks)})
-        for task in (self._prune_task, self._recovery_task, self._pump_task, self._refill_task):
+        for name in ("_prune_task", "_recovery_task", "_pump_task", "_refill_task"):  # the pump starts read-backs
+            task = getattr(self, name)
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
