@@ -395,10 +395,11 @@ async def test_a_holder_that_dies_is_replaced_once_its_lease_expires(db_url, fak
 async def test_a_kicked_connection_is_not_retaken_while_another_instance_holds_the_lease(db_url, fake,
                                                                                        bot_factory, caplog):
     bot = await start(bot_factory, db_url, fake, lease_seconds=1.0)
-    # Another instance took over (its lease is live) and WeCom kicks this connection.
+    # Another instance took over (its lease is live) and WeCom kicks this connection. The lease outlives the
+    # kick's handling by far even on a loaded machine (1.5 s did not once in a CI run: the kick took 2 s).
     async with bot.runtime.db.session() as session:
         await session.execute(update(SmartbotWsLease).values(instance_id="elsewhere:1",
-                                                             expires_at=utcnow() + timedelta(seconds=1.5)))
+                                                             expires_at=utcnow() + timedelta(seconds=4)))
     with caplog.at_level(logging.INFO, logger="qunbot.smartbot_ws"):
         await fake.kick()
         await eventually(lambda: channel(bot).state == "standby", what="standing by")
@@ -406,7 +407,7 @@ async def test_a_kicked_connection_is_not_retaken_while_another_instance_holds_t
         assert fake.ok_subscribes == 1  # no reconnect while the other's lease lives
         assert any("disconnected_event" in r.getMessage() for r in caplog.records)
         # The other instance's lease runs out (it died): this one takes the connection back.
-        await eventually(lambda: channel(bot).connected, within=5, what="the take-back")
+        await eventually(lambda: channel(bot).connected, within=10, what="the take-back")
     assert fake.ok_subscribes == 2
 
 
