@@ -250,8 +250,8 @@ async def run_bare(connections: int, seconds: float, pool: Pool) -> Result:
 
 
 async def run_qunbot(backend: str, connections: int, seconds: float, pool: Pool, pg_admin_url: str) -> Result:
-    tmp = tempfile.mkdtemp(prefix="qunbot-bench-")
-    db_url = (f"sqlite:///{tmp}/bench.db" if backend == "sqlite" else await pg_database(pg_admin_url))
+    db_url = (f"sqlite:///{tempfile.mkdtemp(prefix='qunbot-bench-')}/bench.db" if backend == "sqlite"
+              else await pg_database(pg_admin_url))
     bot = start_qunbot(db_url)
     try:
         result = await measure(bot, f"qunbot ({backend})", connections, seconds, pool)

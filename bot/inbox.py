@@ -389,14 +389,18 @@ class Inbox:
         except TimeoutError:
             log.warning("inbox stop: events still running; their leases will expire and they are recovered",
                         extra={"running": len(self._tasks)})
-        for name in ("_prune_task", "_recovery_task", "_pump_task", "_refill_task"):  # the pump starts read-backs
-            task = getattr(self, name)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        for task in (self._prune_task, self._recovery_task, self._pump_task):
+            await _cancel(task)
+        await _cancel(self._refill_task)  # read only now: the pump may have started one meanwhile
         if self.backlog:
             log.warning("inbox stop: events still queued; their leases will expire and they are recovered",
                         extra={"queued": self.backlog})
         await self._journal.stop()
         for conn in self._conns:
             await conn.close()
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

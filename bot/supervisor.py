@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
@@ -82,7 +83,7 @@ def child_env(config: Config, count: int) -> dict[str, str]:
         # A burst is the bot's, not one process's: each child sees 1/count of the waiting callbacks, so each holds
         # processing back at 1/count of them. (Two processes at 16 connections never reached 8 each, and let
         # processing run at full speed through the burst: 4,500-4,900 acknowledgements a second instead of 6,600.)
-        "QUNBOT_INBOX_BUSY_ACCEPTS": str(max(1, -(-config.inbox.busy_accepts // count))),
+        "QUNBOT_INBOX_BUSY_ACCEPTS": str(math.ceil(config.inbox.busy_accepts / count)),
     }
 
 
@@ -94,8 +95,6 @@ def supervise(config: Config, config_path: str | None) -> int:
               f"{taken}", file=sys.stderr)
         return 1
     if config.auto_migrate:
-        import asyncio
-
         from storage.migrate import upgrade
 
         asyncio.run(upgrade(config.database.url))

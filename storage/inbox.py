@@ -54,6 +54,34 @@ class NewMessage(NamedTuple):
     payload: str
 
 
+# PostgreSQL's batch statement: the new events, already claimed, from arrays (received_at, lease_until,
+# channels, keys, types, payloads), after one of the prefixes below when the batch also finishes events.
+_PG_INSERT = (
+    "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
+    "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
+    "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key"
+)
+_PG_DONE = (
+    "WITH done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
+    "WHERE id = ANY(?::int[])) "
+)
+_PG_DONE_AND_TALLIES = (
+    "WITH fresh AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL, "
+    "recorded_at = ? WHERE id = ANY(?::int[]) AND recorded_at IS NULL RETURNING id), "
+    "done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
+    "WHERE id = ANY(?::int[]) AND NOT (id = ANY(?::int[]) AND recorded_at IS NULL)), "
+    "act AS (INSERT INTO member_activity (group_id, member_id, day, messages, commands, first_at, last_at) "
+    "SELECT g, m, d, sum(msg), sum(cmd), min(a), max(a) "
+    "FROM unnest(?::int[], ?::int[], ?::int[], ?::date[], ?::int[], ?::int[], ?::timestamptz[]) "
+    "AS t(eid, g, m, d, msg, cmd, a) JOIN fresh ON fresh.id = t.eid GROUP BY g, m, d "
+    "ON CONFLICT (group_id, member_id, day) DO UPDATE SET "
+    "messages = member_activity.messages + excluded.messages, "
+    "commands = member_activity.commands + excluded.commands, "
+    "first_at = LEAST(member_activity.first_at, excluded.first_at), "
+    "last_at = GREATEST(member_activity.last_at, excluded.last_at)) "
+)
+
+
 async def write_batch(
     conn: fastsql.FastConnection, items: list[NewMessage], done_ids: list[int], *, lease: timedelta,
     now: datetime | None = None, tallies: dict[int, Tally] | None = None,
@@ -79,57 +107,28 @@ async def write_batch(
         return {}
     insert_at = 0
     statements: list[fastsql.Statement]
-    if conn.postgres and tallies:
-        # Still one round trip: the events whose activity is not counted yet are marked done together with
-        # the stamp that says so (a conditional UPDATE, so an event finished twice counts once), and their
-        # tallies are summed into member_activity, all as data-modifying CTEs of the insert.
-        tally_rows = list(tallies.items())
-        statements = [(
-            "WITH fresh AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL, "
-            "recorded_at = ? WHERE id = ANY(?::int[]) AND recorded_at IS NULL RETURNING id), "
-            "done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
-            "WHERE id = ANY(?::int[]) AND NOT (id = ANY(?::int[]) AND recorded_at IS NULL)), "
-            "act AS (INSERT INTO member_activity (group_id, member_id, day, messages, commands, first_at, last_at) "
-            "SELECT g, m, d, sum(msg), sum(cmd), min(a), max(a) "
-            "FROM unnest(?::int[], ?::int[], ?::int[], ?::date[], ?::int[], ?::int[], ?::timestamptz[]) "
-            "AS t(eid, g, m, d, msg, cmd, a) JOIN fresh ON fresh.id = t.eid GROUP BY g, m, d "
-            "ON CONFLICT (group_id, member_id, day) DO UPDATE SET "
-            "messages = member_activity.messages + excluded.messages, "
-            "commands = member_activity.commands + excluded.commands, "
-            "first_at = LEAST(member_activity.first_at, excluded.first_at), "
-            "last_at = GREATEST(member_activity.last_at, excluded.last_at)) "
-            "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
-            "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
-            "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
-            [stamp, stamp, list(tallies), stamp, done_ids, list(tallies),
-             [eid for eid, _ in tally_rows], [t.group_id for _, t in tally_rows], [t.member_id for _, t in tally_rows],
-             [t.day for _, t in tally_rows], [0 if t.command else 1 for _, t in tally_rows],
-             [1 if t.command else 0 for _, t in tally_rows], [t.at for _, t in tally_rows],
-             stamp, until, [m.channel for m in rows], [m.message_key for m in rows],
-             [m.event_type for m in rows], [m.payload for m in rows]],
-        )]
-        tallies = None
-    elif conn.postgres and not done_ids:
-        # The usual batch during a burst: new events only (one constant statement: arrays, not a placeholder
-        # per value).
-        statements = [(
-            "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
-            "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
-            "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
-            [stamp, until, [m.channel for m in rows], [m.message_key for m in rows],
-             [m.event_type for m in rows], [m.payload for m in rows]],
-        )]
-    elif conn.postgres:
-        # Done marks, and new events if any.
-        statements = [(
-            "WITH done AS (UPDATE inbox SET status = 'done', processed_at = ?, lease_until = NULL, error = NULL "
-            "WHERE id = ANY(?::int[])) "
-            "INSERT INTO inbox (channel, message_key, event_type, payload, received_at, lease_until, status, attempts) "
-            "SELECT c, k, t, p, ?, ?, 'processing', 1 FROM unnest(?::text[], ?::text[], ?::text[], ?::text[]) AS u(c, k, t, p) "
-            "ON CONFLICT (channel, message_key) DO NOTHING RETURNING id, channel, message_key",
-            [stamp, done_ids, stamp, until, [m.channel for m in rows], [m.message_key for m in rows],
-             [m.event_type for m in rows], [m.payload for m in rows]],
-        )]
+    if conn.postgres:
+        # One round trip whatever the batch holds: done marks (and activity) are data-modifying CTEs of the insert.
+        # Each shape is one constant statement (arrays, not a placeholder per value).
+        if tallies:
+            # The events whose activity is not counted yet are marked done together with the stamp that says
+            # so (a conditional UPDATE, so an event finished twice counts once), and their tallies are summed
+            # into member_activity.
+            tally_rows = list(tallies.items())
+            prefix, params = _PG_DONE_AND_TALLIES, [
+                stamp, stamp, list(tallies), stamp, done_ids, list(tallies),
+                [eid for eid, _ in tally_rows], [t.group_id for _, t in tally_rows],
+                [t.member_id for _, t in tally_rows], [t.day for _, t in tally_rows],
+                [0 if t.command else 1 for _, t in tally_rows], [1 if t.command else 0 for _, t in tally_rows],
+                [t.at for _, t in tally_rows]]
+            tallies = None
+        elif done_ids:
+            prefix, params = _PG_DONE, [stamp, done_ids]
+        else:  # the usual batch during a burst: new events only
+            prefix, params = "", []
+        statements = [(prefix + _PG_INSERT, [*params, stamp, until, [m.channel for m in rows],
+                                             [m.message_key for m in rows], [m.event_type for m in rows],
+                                             [m.payload for m in rows]])]
     else:
         statements = []
         if done_ids:
